@@ -1,0 +1,345 @@
+"""Accounting: counts x technology numbers -> area, energy and latency of each layer and the chip.
+
+Elementwise like :mod:`._mapping`, so :func:`estimate_cost` (one network, with a per-layer
+breakdown) and :func:`estimate_costs` (many networks as arrays) share every formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.cim._hardware import Hardware
+from hasnas_optuna.cim._mapping import (
+    ANALOG_BIT_DENSITY, SCALAR, LayerCounts, count_layer, floorplan_tile_cells,
+)
+from hasnas_optuna.cim._network import Network
+from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, CostReport, LayerCost
+
+__all__ = ["estimate_cost", "LayerInputs", "layer_inputs", "allocate", "layer_costs", "chip_totals"]
+
+UM2_PER_MM2 = 1e6
+PJ_PER_UJ = 1e6
+NS_PER_MS = 1e6
+
+
+class LayerInputs(NamedTuple):
+    """What accounting needs of a layer besides the hardware (elementwise values)."""
+
+    kernel: Any
+    in_channels: Any
+    out_channels: Any
+    positions: Any
+    neurons: Any
+    pool_area: Any
+    input_neurons: Any
+    input_bits: Any
+    bit_density: Any
+    spike_rate: Any
+    passes: Any
+    state_counted: Any
+
+
+def layer_inputs(
+    network: Network, hw: Hardware, timesteps: int, spike_rates: Sequence[float] | None
+) -> list[LayerInputs]:
+    """Derive each layer's accounting inputs (positions, passes, input bits, spike rate)."""
+    layers = network.layers
+    if spike_rates is not None and len(spike_rates) != len(layers):
+        raise ConfigError(
+            f"spike_rates has {len(spike_rates)} values but the network has {len(layers)} layers"
+        )
+    static = network.encoding == "direct"
+    out: list[LayerInputs] = []
+    limit = hw.state_memory_layers
+    for index, layer in enumerate(layers):
+        rate = spike_rates[index] if spike_rates is not None else layer.spike_rate
+        if rate is None:
+            rate = hw.default_spike_rate
+        elif not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"spike rate of layer {index} is {rate!r}; it must be in [0, 1]")
+        h, w = layer.output_size
+        pool = layer.pool_after
+        if hw.pooled_positions:
+            positions, pool_area = (h // pool) * (w // pool), 1
+        else:
+            positions, pool_area = h * w, pool * pool
+        first_static = index == 0 and static
+        in_h, in_w = layer.input_size
+        out.append(LayerInputs(
+            kernel=layer.kernel_size,
+            in_channels=layer.in_channels,
+            out_channels=layer.out_channels,
+            positions=positions,
+            neurons=layer.out_channels * positions,
+            pool_area=pool_area,
+            input_neurons=layer.in_channels * in_h * in_w,
+            input_bits=hw.input_bits if first_static else 1,
+            bit_density=ANALOG_BIT_DENSITY if first_static else rate,
+            spike_rate=rate,
+            passes=1 if first_static and hw.reuse_static_input else timesteps,
+            state_counted=1 if limit == 0 or index < limit else 0,
+        ))
+    return out
+
+
+def counts_of(hw: Hardware, ops: Any, x: LayerInputs) -> LayerCounts:
+    """:func:`count_layer` for one :class:`LayerInputs`."""
+    return count_layer(
+        hw, ops, kernel=x.kernel, in_channels=x.in_channels, out_channels=x.out_channels,
+        positions=x.positions, neurons=x.neurons, pool_area=x.pool_area,
+        input_bits=x.input_bits, bit_density=x.bit_density, spike_rate=x.spike_rate,
+    )
+
+
+class Allocation(NamedTuple):
+    """Crossbars, ADC groups and tiles physically allocated to a layer, and its duplication."""
+
+    crossbars: Any
+    adc_groups: Any
+    tiles: Any
+    duplication: Any
+    tile_columns: Any
+
+
+def allocate(hw: Hardware, ops: Any, c: LayerCounts, tile_cells: Any, shared_tiles: Any) -> Allocation:
+    """Place one layer on tiles.
+
+    ``tile_cells`` is the NeuroSim floorplan's tile side (for ``tile_shape="auto"``);
+    ``shared_tiles`` is (tiles of the chip / ADC groups of all layers) for shared tiles.
+    """
+    dup_fixed = hw.duplication
+    if hw.tile_shape is None:
+        crossbars_per_side = tile_cells // hw.crossbar_size
+        dup = 1 if dup_fixed is None else dup_fixed
+        tiles = -(-c.rows // tile_cells) * -(-(dup * c.cols) // tile_cells)
+        groups = tiles * crossbars_per_side * crossbars_per_side
+        columns = tile_cells
+    else:
+        tile_rows, tile_cols = hw.tile_shape
+        columns = tile_cols * hw.crossbar_size
+        if hw.tile_exclusive:
+            dup = 1 if dup_fixed is None else dup_fixed
+            group_rows = c.adc_groups // c.col_blocks
+            tiles = -(-group_rows // tile_rows) * -(-(dup * c.col_blocks) // tile_cols)
+            groups = tiles * tile_rows * tile_cols
+        else:
+            dup = 1 if dup_fixed is None else dup_fixed
+            groups = dup * c.adc_groups * shared_tiles * tile_rows * tile_cols
+            tiles = dup * c.adc_groups * shared_tiles
+    if dup_fixed is None and (hw.tile_shape is None or hw.tile_exclusive):
+        dup = ops.maximum(groups // c.adc_groups, 1)
+    return Allocation(
+        crossbars=groups * c.crossbars_per_group, adc_groups=groups, tiles=tiles,
+        duplication=dup, tile_columns=columns,
+    )
+
+
+class LayerCosts(NamedTuple):
+    """Per-layer results that do not need chip totals (um^2, pJ, ns, uW)."""
+
+    area_arrays: Any
+    area_adcs: Any
+    area_periphery: Any
+    area_tiles: Any
+    area_neurons: Any
+    energy_arrays: Any
+    energy_adcs: Any
+    energy_accumulation: Any
+    energy_neurons: Any
+    energy_fixed_movement: Any
+    bits_moved: Any
+    crossbar_time: Any
+    neuron_time: Any
+    leakage_uw: Any
+    state_bits: Any
+    area_total: Any
+    layer_time: Any
+
+
+def layer_costs(
+    hw: Hardware, ops: Any, x: LayerInputs, c: LayerCounts, a: Allocation, timesteps: Any
+) -> LayerCosts:
+    """Area, energy (without the chip-size-dependent wire term) and time of one layer."""
+    tech = hw.technology
+    size = hw.crossbar_size
+    lif_units = hw.neuron_units if hw.neuron_units > 0 else x.out_channels
+    state_bits = x.neurons * hw.state_bits * x.state_counted
+    passes = x.passes
+    crossbar_side = passes * (
+        c.group_reads * (tech.group_read_accumulation_pj)
+        + c.adds * tech.add_pj * hw.weight_bits / 8
+    )
+    concurrency = hw.crossbar_concurrency
+    waves = 1 if concurrency == 0 else -(-c.adc_groups // ops.minimum(c.adc_groups, concurrency))
+    clock = hw.clock
+    read_cycles = -(-size // hw.rows_per_read) * hw.columns_per_adc
+    xbar_pass = (
+        -(-x.positions // a.duplication) * x.input_bits * waves * read_cycles
+        + c.vectors * -(-c.rows // hw.input_bus_bits) * hw.read_overhead_cycles
+    ) * clock
+    units = hw.neuron_units
+    neuron_step = (-(-x.neurons // units) if units > 0 else 1) * tech.neuron_cycle_ns
+    crossbar_time = passes * xbar_pass
+    neuron_time = timesteps * neuron_step
+    area_arrays = a.crossbars * size * size * tech.cell_area_um2
+    area_adcs = a.adc_groups * (size // hw.columns_per_adc) * tech.adc_area_um2[hw.adc_bits]
+    area_periphery = a.crossbars * size * tech.periphery_um2_per_line
+    area_tiles = a.tiles * (tech.tile_fixed_um2 + tech.tile_um2_per_column * a.tile_columns)
+    area_neurons = lif_units * tech.neuron_unit_um2 + (
+        state_bits + x.input_neurons * tech.input_buffer_bits
+    ) * tech.state_bit_um2
+    return LayerCosts(
+        area_arrays=area_arrays,
+        area_adcs=area_adcs,
+        area_periphery=area_periphery,
+        area_tiles=area_tiles,
+        area_neurons=area_neurons,
+        energy_arrays=passes * (
+            c.row_activations * tech.row_activation_pj + c.crossbar_cycles * tech.crossbar_cycle_pj
+        ),
+        energy_adcs=passes * c.conversions * tech.adc_conversion_pj[hw.adc_bits],
+        energy_accumulation=crossbar_side,
+        energy_neurons=timesteps * c.neuron_updates * (
+            tech.neuron_update_pj + 2 * hw.state_bits * tech.state_bit_access_pj
+        ) + passes * c.group_reads * tech.group_read_neuron_pj,
+        energy_fixed_movement=passes * c.group_reads * (
+            tech.group_read_interconnect_pj + tech.group_read_buffer_pj
+        ),
+        bits_moved=passes * c.bits_in + timesteps * c.bits_out,
+        crossbar_time=crossbar_time,
+        neuron_time=neuron_time,
+        leakage_uw=a.crossbars * tech.leakage_uw_per_crossbar * (size / tech.reference_size),
+        state_bits=state_bits,
+        area_total=area_arrays + area_adcs + area_periphery + area_tiles + area_neurons,
+        layer_time=(
+            ops.maximum(crossbar_time, neuron_time) if hw.schedule == "neuron_serial"
+            else crossbar_time + neuron_time
+        ),
+    )
+
+
+class ChipTotals(NamedTuple):
+    """Chip-level totals in report units, plus what per-layer shares need."""
+
+    area_mm2: Any
+    latency_ms: Any
+    energy_per_bit_pj: Any
+
+
+def chip_totals(
+    hw: Hardware, ops: Any, costs: LayerCosts, timesteps: Any, last_index: Any = None
+) -> ChipTotals:
+    """Chip area (with layout factor), latency under the schedule, and the wire cost per bit.
+
+    ``costs`` holds one sequence (or array row) per field, one entry per layer.
+    """
+    tech = hw.technology
+    area_mm2 = tech.layout_factor * ops.total(costs.area_total) / UM2_PER_MM2
+    total = ops.total(costs.layer_time)
+    if hw.schedule == "sequential":
+        latency_ns = total
+    elif hw.schedule == "pipelined":
+        latency_ns = (total + (timesteps - 1) * ops.largest(costs.layer_time)) / timesteps
+    else:
+        frac = hw.layer_start_fraction
+        latency_ns = frac * total + (1 - frac) * ops.last(costs.layer_time, last_index)
+    wire_scale = (hw.crossbar_size / tech.reference_size) ** tech.wire_size_exponent
+    per_bit = tech.wire_pj_per_bit_mm * wire_scale * ops.sqrt(area_mm2) + tech.buffer_pj_per_bit
+    return ChipTotals(area_mm2, latency_ns / NS_PER_MS, per_bit)
+
+
+def estimate_cost(
+    network: Network,
+    hardware: Hardware,
+    *,
+    timesteps: int | None = None,
+    spike_rates: Sequence[float] | Mapping[int, float] | None = None,
+) -> CostReport:
+    """Cost one network on one chip: memory, area, latency and energy with a per-layer breakdown.
+
+    ``timesteps`` defaults to the network's own; ``spike_rates`` (one input spike rate per layer,
+    e.g. measured on a trained network) override the layers' and the preset's default rates.
+
+    Example:
+        >>> from hasnas_optuna.cim import Network, load_hardware
+        >>> net = Network.from_dict({"timesteps": 4, "layers": [
+        ...     {"type": "conv", "in_channels": 1, "out_channels": 16, "kernel_size": 3,
+        ...      "input_size": [8, 8], "padding": 1, "pool_after": 2},
+        ...     {"type": "linear", "in_features": 256, "out_features": 10}]})
+        >>> report = estimate_cost(net, load_hardware("neurosim-22nm"))
+        >>> report.memory_params
+        2704
+        >>> round(report.area_mm2, 2), report.energy_uj > 0, len(report.layers)
+        (1.66, True, 2)
+    """
+    steps = timesteps if timesteps is not None else network.timesteps
+    if steps is None:
+        raise ConfigError("timesteps is not given and the network does not state its own")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"timesteps={steps!r} must be an integer >= 1")
+    if isinstance(spike_rates, Mapping):
+        rates: list[float] | None = [
+            spike_rates.get(i, layer.spike_rate if layer.spike_rate is not None else hardware.default_spike_rate)
+            for i, layer in enumerate(network.layers)
+        ]
+    else:
+        rates = list(spike_rates) if spike_rates is not None else None
+    inputs = layer_inputs(network, hardware, steps, rates)
+    counts = [counts_of(hardware, SCALAR, x) for x in inputs]
+    tile_cells = 0
+    shared = 0.0
+    if hardware.tile_shape is None:
+        tile_cells = floorplan_tile_cells(hardware, [c.rows for c in counts], [c.cols for c in counts])
+    elif not hardware.tile_exclusive:
+        rows, cols = hardware.tile_shape
+        dup = hardware.duplication or 1
+        groups = sum(c.adc_groups for c in counts) * dup
+        shared = -(-groups // (rows * cols)) / groups
+    allocs = [allocate(hardware, SCALAR, c, tile_cells, shared) for c in counts]
+    per_layer = [
+        layer_costs(hardware, SCALAR, x, c, a, steps)
+        for x, c, a in zip(inputs, counts, allocs, strict=True)
+    ]
+    columns = LayerCosts(*map(list, zip(*per_layer, strict=True)))
+    chip = chip_totals(hardware, SCALAR, columns, steps)
+    return _report(network, hardware, steps, inputs, counts, allocs, per_layer, chip)
+
+
+def _report(
+    network: Network, hw: Hardware, steps: int, inputs: list[LayerInputs], counts: list[LayerCounts],
+    allocs: list[Allocation], per_layer: list[LayerCosts], chip: ChipTotals,
+) -> CostReport:
+    tech = hw.technology
+    layout = tech.layout_factor
+    latency_ns = chip.latency_ms * NS_PER_MS
+    layers = []
+    for index, (layer, x, c, a, cost) in enumerate(
+        zip(network.layers, inputs, counts, allocs, per_layer, strict=True)
+    ):
+        leakage = cost.leakage_uw * latency_ns * 1e-3  # uW * ns = fJ -> pJ
+        area = dict(zip(AREA_PARTS, (
+            layout * cost.area_arrays / UM2_PER_MM2, layout * cost.area_adcs / UM2_PER_MM2,
+            layout * cost.area_periphery / UM2_PER_MM2, layout * cost.area_tiles / UM2_PER_MM2,
+            layout * cost.area_neurons / UM2_PER_MM2,
+        ), strict=True))
+        energy = dict(zip(ENERGY_PARTS, (
+            cost.energy_arrays / PJ_PER_UJ, cost.energy_adcs / PJ_PER_UJ,
+            cost.energy_accumulation / PJ_PER_UJ, cost.energy_neurons / PJ_PER_UJ,
+            (cost.energy_fixed_movement + cost.bits_moved * chip.energy_per_bit_pj) / PJ_PER_UJ,
+            leakage / PJ_PER_UJ,
+        ), strict=True))
+        layers.append(LayerCost(
+            index=index, name=layer.name or f"layer{index}", type=layer.type,
+            params=layer.params, spike_rate=x.spike_rate, passes=x.passes,
+            crossbars=c.crossbars, crossbars_allocated=a.crossbars, tiles=a.tiles,
+            duplication=a.duplication, conversions=c.conversions * x.passes,
+            neuron_state_bits=cost.state_bits, area_mm2=area, energy_uj=energy,
+            latency_ms=cost.layer_time / NS_PER_MS,
+        ))
+    return CostReport(
+        network=network.name, hardware=hw.name, timesteps=steps,
+        memory_params=network.params, weight_bits=hw.weight_bits,
+        area_mm2=chip.area_mm2, latency_ms=chip.latency_ms, layers=tuple(layers),
+    )
