@@ -13,6 +13,7 @@ from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim._hardware import Hardware
 from hasnas_optuna.cim._mapping import (
     ANALOG_BIT_DENSITY, SCALAR, LayerCounts, count_layer, floorplan_tile_cells,
+    floorplan_tile_cells_batch,
 )
 from hasnas_optuna.cim._network import Network
 from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, CostReport, LayerCost
@@ -20,6 +21,7 @@ from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, CostReport, Laye
 __all__ = ["estimate_cost", "LayerInputs", "layer_inputs", "allocate", "layer_costs", "chip_totals"]
 
 UM2_PER_MM2 = 1e6
+_CACHE_LIMIT = 65536
 PJ_PER_UJ = 1e6
 NS_PER_MS = 1e6
 
@@ -41,47 +43,49 @@ class LayerInputs(NamedTuple):
     state_counted: Any
 
 
-def layer_inputs(
-    network: Network, hw: Hardware, timesteps: int, spike_rates: Sequence[float] | None
-) -> list[LayerInputs]:
-    """Derive each layer's accounting inputs (positions, passes, input bits, spike rate)."""
-    layers = network.layers
-    if spike_rates is not None and len(spike_rates) != len(layers):
-        raise ConfigError(
-            f"spike_rates has {len(spike_rates)} values but the network has {len(layers)} layers"
-        )
-    static = network.encoding == "direct"
-    out: list[LayerInputs] = []
-    limit = hw.state_memory_layers
-    for index, layer in enumerate(layers):
-        rate = spike_rates[index] if spike_rates is not None else layer.spike_rate
-        if rate is None:
-            rate = hw.default_spike_rate
-        elif not 0.0 <= rate <= 1.0:
-            raise ConfigError(f"spike rate of layer {index} is {rate!r}; it must be in [0, 1]")
-        h, w = layer.output_size
-        pool = layer.pool_after
-        if hw.pooled_positions:
-            positions, pool_area = (h // pool) * (w // pool), 1
-        else:
-            positions, pool_area = h * w, pool * pool
-        first_static = index == 0 and static
-        in_h, in_w = layer.input_size
-        out.append(LayerInputs(
-            kernel=layer.kernel_size,
-            in_channels=layer.in_channels,
-            out_channels=layer.out_channels,
-            positions=positions,
-            neurons=layer.out_channels * positions,
-            pool_area=pool_area,
-            input_neurons=layer.in_channels * in_h * in_w,
-            input_bits=hw.input_bits if first_static else 1,
-            bit_density=ANALOG_BIT_DENSITY if first_static else rate,
-            spike_rate=rate,
-            passes=1 if first_static and hw.reuse_static_input else timesteps,
-            state_counted=1 if limit == 0 or index < limit else 0,
-        ))
-    return out
+def derive_inputs(
+    hw: Hardware,
+    ops: Any,
+    *,
+    kernel: Any,
+    in_channels: Any,
+    out_channels: Any,
+    input_h: Any,
+    input_w: Any,
+    stride: Any,
+    padding: Any,
+    pool: Any,
+    spike_rate: Any,
+    first_static: Any,
+    state_counted: Any,
+    timesteps: Any,
+) -> LayerInputs:
+    """Elementwise: a layer's geometry and rates -> what counting and accounting read.
+
+    ``first_static`` marks the first layer of a direct-encoded network: it sees ``input_bits``
+    bit planes of the analog image (half the bits set) and, with ``reuse_static_input``, runs once.
+    """
+    out_h = ops.floor_div(input_h + 2 * padding - kernel, stride) + 1
+    out_w = ops.floor_div(input_w + 2 * padding - kernel, stride) + 1
+    if hw.pooled_positions:
+        positions, pool_area = ops.floor_div(out_h, pool) * ops.floor_div(out_w, pool), 1
+    else:
+        positions, pool_area = out_h * out_w, pool * pool
+    reuse = first_static if hw.reuse_static_input else 0
+    return LayerInputs(
+        kernel=kernel,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        positions=positions,
+        neurons=out_channels * positions,
+        pool_area=pool_area,
+        input_neurons=in_channels * input_h * input_w,
+        input_bits=ops.where(first_static, hw.input_bits, 1),
+        bit_density=ops.where(first_static, ANALOG_BIT_DENSITY, spike_rate),
+        spike_rate=spike_rate,
+        passes=ops.where(reuse, 1, timesteps),
+        state_counted=state_counted,
+    )
 
 
 def counts_of(hw: Hardware, ops: Any, x: LayerInputs) -> LayerCounts:
@@ -111,9 +115,9 @@ def allocate(hw: Hardware, ops: Any, c: LayerCounts, tile_cells: Any, shared_til
     """
     dup_fixed = hw.duplication
     if hw.tile_shape is None:
-        crossbars_per_side = tile_cells // hw.crossbar_size
+        crossbars_per_side = ops.floor_div(tile_cells, hw.crossbar_size)
         dup = 1 if dup_fixed is None else dup_fixed
-        tiles = -(-c.rows // tile_cells) * -(-(dup * c.cols) // tile_cells)
+        tiles = ops.ceil_div(c.rows, tile_cells) * ops.ceil_div(dup * c.cols, tile_cells)
         groups = tiles * crossbars_per_side * crossbars_per_side
         columns = tile_cells
     else:
@@ -121,15 +125,15 @@ def allocate(hw: Hardware, ops: Any, c: LayerCounts, tile_cells: Any, shared_til
         columns = tile_cols * hw.crossbar_size
         if hw.tile_exclusive:
             dup = 1 if dup_fixed is None else dup_fixed
-            group_rows = c.adc_groups // c.col_blocks
-            tiles = -(-group_rows // tile_rows) * -(-(dup * c.col_blocks) // tile_cols)
+            group_rows = ops.floor_div(c.adc_groups, c.col_blocks)
+            tiles = ops.ceil_div(group_rows, tile_rows) * ops.ceil_div(dup * c.col_blocks, tile_cols)
             groups = tiles * tile_rows * tile_cols
         else:
             dup = 1 if dup_fixed is None else dup_fixed
             groups = dup * c.adc_groups * shared_tiles * tile_rows * tile_cols
             tiles = dup * c.adc_groups * shared_tiles
     if dup_fixed is None and (hw.tile_shape is None or hw.tile_exclusive):
-        dup = ops.maximum(groups // c.adc_groups, 1)
+        dup = ops.maximum(ops.floor_div(groups, c.adc_groups), 1)
     return Allocation(
         crossbars=groups * c.crossbars_per_group, adc_groups=groups, tiles=tiles,
         duplication=dup, tile_columns=columns,
@@ -161,31 +165,31 @@ class LayerCosts(NamedTuple):
 def layer_costs(
     hw: Hardware, ops: Any, x: LayerInputs, c: LayerCounts, a: Allocation, timesteps: Any
 ) -> LayerCosts:
-    """Area, energy (without the chip-size-dependent wire term) and time of one layer."""
+    """Area, energy (without the chip-size-dependent wire term) and time of one layer.
+
+    Constants are grouped before they meet a count, so the batch path runs few array operations.
+    """
     tech = hw.technology
     size = hw.crossbar_size
     lif_units = hw.neuron_units if hw.neuron_units > 0 else x.out_channels
     state_bits = x.neurons * hw.state_bits * x.state_counted
     passes = x.passes
-    crossbar_side = passes * (
-        c.group_reads * (tech.group_read_accumulation_pj)
-        + c.adds * tech.add_pj * hw.weight_bits / 8
-    )
     concurrency = hw.crossbar_concurrency
-    waves = 1 if concurrency == 0 else -(-c.adc_groups // ops.minimum(c.adc_groups, concurrency))
+    waves = 1 if concurrency == 0 else ops.ceil_div(c.adc_groups, ops.minimum(c.adc_groups, concurrency))
     clock = hw.clock
-    read_cycles = -(-size // hw.rows_per_read) * hw.columns_per_adc
+    read_ns = -(-size // hw.rows_per_read) * hw.columns_per_adc * clock
     xbar_pass = (
-        -(-x.positions // a.duplication) * x.input_bits * waves * read_cycles
-        + c.vectors * -(-c.rows // hw.input_bus_bits) * hw.read_overhead_cycles
-    ) * clock
+        ops.ceil_div(x.positions, a.duplication) * x.input_bits * waves * read_ns
+        + c.vectors * ops.ceil_div(c.rows, hw.input_bus_bits) * (hw.read_overhead_cycles * clock)
+    )
     units = hw.neuron_units
-    neuron_step = (-(-x.neurons // units) if units > 0 else 1) * tech.neuron_cycle_ns
+    neuron_step = (ops.ceil_div(x.neurons, units) if units > 0 else 1) * tech.neuron_cycle_ns
     crossbar_time = passes * xbar_pass
     neuron_time = timesteps * neuron_step
-    area_arrays = a.crossbars * size * size * tech.cell_area_um2
-    area_adcs = a.adc_groups * (size // hw.columns_per_adc) * tech.adc_area_um2[hw.adc_bits]
-    area_periphery = a.crossbars * size * tech.periphery_um2_per_line
+    crossbar_area = size * size * tech.cell_area_um2
+    area_arrays = a.crossbars * crossbar_area
+    area_adcs = a.adc_groups * ((size // hw.columns_per_adc) * tech.adc_area_um2[hw.adc_bits])
+    area_periphery = a.crossbars * (size * tech.periphery_um2_per_line)
     area_tiles = a.tiles * (tech.tile_fixed_um2 + tech.tile_um2_per_column * a.tile_columns)
     area_neurons = lif_units * tech.neuron_unit_um2 + (
         state_bits + x.input_neurons * tech.input_buffer_bits
@@ -200,7 +204,10 @@ def layer_costs(
             c.row_activations * tech.row_activation_pj + c.crossbar_cycles * tech.crossbar_cycle_pj
         ),
         energy_adcs=passes * c.conversions * tech.adc_conversion_pj[hw.adc_bits],
-        energy_accumulation=crossbar_side,
+        energy_accumulation=passes * (
+            c.group_reads * tech.group_read_accumulation_pj
+            + c.adds * (tech.add_pj * hw.weight_bits / 8)
+        ),
         energy_neurons=timesteps * c.neuron_updates * (
             tech.neuron_update_pj + 2 * hw.state_bits * tech.state_bit_access_pj
         ) + passes * c.group_reads * tech.group_read_neuron_pj,
@@ -210,7 +217,7 @@ def layer_costs(
         bits_moved=passes * c.bits_in + timesteps * c.bits_out,
         crossbar_time=crossbar_time,
         neuron_time=neuron_time,
-        leakage_uw=a.crossbars * tech.leakage_uw_per_crossbar * (size / tech.reference_size),
+        leakage_uw=a.crossbars * (tech.leakage_uw_per_crossbar * size / tech.reference_size),
         state_bits=state_bits,
         area_total=area_arrays + area_adcs + area_periphery + area_tiles + area_neurons,
         layer_time=(
@@ -250,6 +257,42 @@ def chip_totals(
     return ChipTotals(area_mm2, latency_ns / NS_PER_MS, per_bit)
 
 
+def energy_parts(cost: LayerCosts, chip: ChipTotals) -> tuple[Any, ...]:
+    """Elementwise: one layer's energy per component (pJ), in :data:`ENERGY_PARTS` order."""
+    latency_ns = chip.latency_ms * NS_PER_MS
+    return (
+        cost.energy_arrays,
+        cost.energy_adcs,
+        cost.energy_accumulation,
+        cost.energy_neurons,
+        cost.energy_fixed_movement + cost.bits_moved * chip.energy_per_bit_pj,
+        cost.leakage_uw * latency_ns * 1e-3,  # uW x ns = fJ -> pJ
+    )
+
+
+def area_parts(cost: LayerCosts) -> tuple[Any, ...]:
+    """Elementwise: one layer's area per component (um^2, before the layout factor)."""
+    return (cost.area_arrays, cost.area_adcs, cost.area_periphery, cost.area_tiles, cost.area_neurons)
+
+
+def allocation_context(hw: Hardware, ops: Any, rows: Any, cols: Any, adc_groups: Any) -> tuple[Any, Any]:
+    """Network-level inputs of :func:`allocate`: the floorplan tile side and the shared-tile ratio.
+
+    ``rows``, ``cols`` and ``adc_groups`` are per-layer sequences (scalar path) or
+    ``[networks, layers]`` arrays with 0 for padding (batch path).
+    """
+    if hw.tile_shape is None:
+        if ops is SCALAR:
+            return floorplan_tile_cells(hw, rows, cols), 0.0
+        return floorplan_tile_cells_batch(hw, rows, cols)[:, None], 0.0
+    if hw.tile_exclusive:
+        return 0, 0.0
+    tile_rows, tile_cols = hw.tile_shape
+    groups = ops.total(adc_groups) * (hw.duplication or 1)
+    shared = ops.ceil_div(groups, tile_rows * tile_cols) / groups
+    return 0, shared if ops is SCALAR else shared[:, None]
+
+
 def estimate_cost(
     network: Network,
     hardware: Hardware,
@@ -286,60 +329,102 @@ def estimate_cost(
         ]
     else:
         rates = list(spike_rates) if spike_rates is not None else None
-    inputs = layer_inputs(network, hardware, steps, rates)
-    counts = [counts_of(hardware, SCALAR, x) for x in inputs]
-    tile_cells = 0
-    shared = 0.0
-    if hardware.tile_shape is None:
-        tile_cells = floorplan_tile_cells(hardware, [c.rows for c in counts], [c.cols for c in counts])
-    elif not hardware.tile_exclusive:
-        rows, cols = hardware.tile_shape
-        dup = hardware.duplication or 1
-        groups = sum(c.adc_groups for c in counts) * dup
-        shared = -(-groups // (rows * cols)) / groups
-    allocs = [allocate(hardware, SCALAR, c, tile_cells, shared) for c in counts]
-    per_layer = [
-        layer_costs(hardware, SCALAR, x, c, a, steps)
-        for x, c, a in zip(inputs, counts, allocs, strict=True)
-    ]
-    columns = LayerCosts(*map(list, zip(*per_layer, strict=True)))
-    chip = chip_totals(hardware, SCALAR, columns, steps)
-    return _report(network, hardware, steps, inputs, counts, allocs, per_layer, chip)
-
-
-def _report(
-    network: Network, hw: Hardware, steps: int, inputs: list[LayerInputs], counts: list[LayerCounts],
-    allocs: list[Allocation], per_layer: list[LayerCosts], chip: ChipTotals,
-) -> CostReport:
-    tech = hw.technology
-    layout = tech.layout_factor
+    layers = network.layers
+    if rates is not None and len(rates) != len(layers):
+        raise ConfigError(f"spike_rates has {len(rates)} values but the network has {len(layers)} layers")
+    cache = hardware._cache
+    if len(cache) > _CACHE_LIMIT:
+        cache.clear()
+    static = network.encoding == "direct"
+    limit = hardware.state_memory_layers
+    default_rate = hardware.default_spike_rate
+    inputs: list[LayerInputs] = []
+    counts: list[LayerCounts] = []
+    for index, layer in enumerate(layers):
+        rate = layer.spike_rate if rates is None else rates[index]
+        if rate is None:
+            rate = default_rate
+        elif isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"spike rate of layer {index} is {rate!r}; it must be in [0, 1]")
+        first_static = index == 0 and static
+        counted = 1 if limit == 0 or index < limit else 0
+        key = (layer, rate, first_static, counted, steps)
+        found = cache.get(key)
+        if found is None:
+            x = derive_inputs(
+                hardware, SCALAR, kernel=layer.kernel_size, in_channels=layer.in_channels,
+                out_channels=layer.out_channels, input_h=layer.input_size[0],
+                input_w=layer.input_size[1], stride=layer.stride, padding=layer.padding,
+                pool=layer.pool_after, spike_rate=rate, first_static=first_static,
+                state_counted=counted, timesteps=steps,
+            )
+            found = cache[key] = (x, counts_of(hardware, SCALAR, x))
+        inputs.append(found[0])
+        counts.append(found[1])
+    tile_cells, shared = allocation_context(
+        hardware, SCALAR, [c.rows for c in counts], [c.cols for c in counts],
+        [c.adc_groups for c in counts],
+    )
+    allocs: list[Allocation] = []
+    per_layer: list[LayerCosts] = []
+    area = dynamic = bits = leak_uw = 0.0
+    times: list[float] = []
+    for x, c in zip(inputs, counts, strict=True):
+        key2 = (x, tile_cells, shared)
+        found2 = cache.get(key2)
+        if found2 is None:
+            a = allocate(hardware, SCALAR, c, tile_cells, shared)
+            cost = layer_costs(hardware, SCALAR, x, c, a, steps)
+            fixed = sum(energy_parts(cost, ChipTotals(0.0, 0.0, 0.0))[:-1])
+            found2 = cache[key2] = (a, cost, fixed)
+        a, cost, fixed = found2
+        allocs.append(a)
+        per_layer.append(cost)
+        area += cost.area_total
+        dynamic += fixed
+        bits += cost.bits_moved
+        leak_uw += cost.leakage_uw
+        times.append(cost.layer_time)
+    chip = chip_totals(hardware, SCALAR, _Columns([area], times), steps)
     latency_ns = chip.latency_ms * NS_PER_MS
+    return CostReport(
+        network=network.name, hardware=hardware.name, timesteps=steps,
+        memory_params=network.params, weight_bits=hardware.weight_bits,
+        area_mm2=chip.area_mm2, latency_ms=chip.latency_ms,
+        energy_dynamic_uj=(dynamic + bits * chip.energy_per_bit_pj) / PJ_PER_UJ,
+        energy_leakage_uj=leak_uw * latency_ns * 1e-3 / PJ_PER_UJ,
+        layer_builder=lambda: _layer_costs(network, hardware, inputs, counts, allocs, per_layer, chip),
+    )
+
+
+class _Columns(NamedTuple):
+    """The two per-layer columns :func:`chip_totals` reads (area already summed)."""
+
+    area_total: list[float]
+    layer_time: list[float]
+
+
+def _layer_costs(
+    network: Network, hw: Hardware, inputs: list[LayerInputs], counts: list[LayerCounts],
+    allocs: list[Allocation], per_layer: list[LayerCosts], chip: ChipTotals,
+) -> tuple[LayerCost, ...]:
+    layout = hw.technology.layout_factor
     layers = []
     for index, (layer, x, c, a, cost) in enumerate(
         zip(network.layers, inputs, counts, allocs, per_layer, strict=True)
     ):
-        leakage = cost.leakage_uw * latency_ns * 1e-3  # uW * ns = fJ -> pJ
-        area = dict(zip(AREA_PARTS, (
-            layout * cost.area_arrays / UM2_PER_MM2, layout * cost.area_adcs / UM2_PER_MM2,
-            layout * cost.area_periphery / UM2_PER_MM2, layout * cost.area_tiles / UM2_PER_MM2,
-            layout * cost.area_neurons / UM2_PER_MM2,
-        ), strict=True))
-        energy = dict(zip(ENERGY_PARTS, (
-            cost.energy_arrays / PJ_PER_UJ, cost.energy_adcs / PJ_PER_UJ,
-            cost.energy_accumulation / PJ_PER_UJ, cost.energy_neurons / PJ_PER_UJ,
-            (cost.energy_fixed_movement + cost.bits_moved * chip.energy_per_bit_pj) / PJ_PER_UJ,
-            leakage / PJ_PER_UJ,
-        ), strict=True))
+        parts = energy_parts(cost, chip)
         layers.append(LayerCost(
             index=index, name=layer.name or f"layer{index}", type=layer.type,
             params=layer.params, spike_rate=x.spike_rate, passes=x.passes,
             crossbars=c.crossbars, crossbars_allocated=a.crossbars, tiles=a.tiles,
             duplication=a.duplication, conversions=c.conversions * x.passes,
-            neuron_state_bits=cost.state_bits, area_mm2=area, energy_uj=energy,
+            neuron_state_bits=cost.state_bits,
+            area_mm2={
+                part: layout * value / UM2_PER_MM2
+                for part, value in zip(AREA_PARTS, area_parts(cost), strict=True)
+            },
+            energy_uj={part: value / PJ_PER_UJ for part, value in zip(ENERGY_PARTS, parts, strict=True)},
             latency_ms=cost.layer_time / NS_PER_MS,
         ))
-    return CostReport(
-        network=network.name, hardware=hw.name, timesteps=steps,
-        memory_params=network.params, weight_bits=hw.weight_bits,
-        area_mm2=chip.area_mm2, latency_ms=chip.latency_ms, layers=tuple(layers),
-    )
+    return tuple(layers)

@@ -113,13 +113,14 @@ class Hardware:
     pooled_positions: bool = False
     state_memory_layers: int = 0
     description: str = ""
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _validate_hardware(self)
 
     def replace(self, **changes: Any) -> Hardware:
         """A copy with some knobs changed (validated; unknown knobs are an error)."""
-        known = {f.name for f in dataclasses.fields(self)}
+        known = {f.name for f in dataclasses.fields(self) if f.init}
         for key in changes:
             if key not in known:
                 raise ConfigError(
@@ -151,7 +152,7 @@ class Hardware:
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("technology", "description")
+            if f.name not in ("technology", "description", "_cache")
         }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim._hardware import Hardware
 
-__all__ = ["LayerCounts", "count_layer", "floorplan_tile_cells", "SCALAR", "ARRAY"]
+__all__ = ["ARRAY", "SCALAR", "LayerCounts", "MaskedArrayOps", "count_layer", "floorplan_tile_cells"]
 
 ANALOG_BIT_DENSITY = 0.5
 """Fraction of ones in a bit plane of a multi-bit analog input (uniform pixel values)."""
@@ -23,6 +23,14 @@ ANALOG_BIT_DENSITY = 0.5
 class _ScalarOps:
     maximum = staticmethod(max)
     minimum = staticmethod(min)
+
+    @staticmethod
+    def ceil_div(a: Any, b: Any) -> Any:
+        return -(-a // b)
+
+    @staticmethod
+    def floor_div(a: Any, b: Any) -> Any:
+        return a // b
 
     @staticmethod
     def where(cond: Any, a: Any, b: Any) -> Any:
@@ -46,10 +54,20 @@ class _ScalarOps:
 
 
 class _ArrayOps:
+    """Float arrays: whole numbers stay exact (below 2^53) and divisions vectorise."""
+
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
     sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def ceil_div(a: Any, b: Any) -> Any:
+        return np.ceil(np.divide(a, b))
+
+    @staticmethod
+    def floor_div(a: Any, b: Any) -> Any:
+        return np.floor(np.divide(a, b))
 
     @staticmethod
     def total(values: Any) -> Any:
@@ -62,6 +80,19 @@ class _ArrayOps:
     @staticmethod
     def last(values: Any, last_index: Any) -> Any:
         return np.take_along_axis(values, last_index[:, None], axis=-1)[:, 0]
+
+
+class MaskedArrayOps(_ArrayOps):
+    """Array operations whose reductions over layers skip padding (``mask`` is 1 for real layers)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask
+
+    def total(self, values: Any) -> Any:  # type: ignore[override]
+        return np.einsum("ij,ij->i", np.broadcast_to(values, self.mask.shape), self.mask)
+
+    def largest(self, values: Any) -> Any:  # type: ignore[override]
+        return (values * self.mask).max(axis=-1)
 
 
 SCALAR = _ScalarOps()
@@ -123,10 +154,10 @@ def count_layer(
     split = hw.mapping == "kernel_split"
     rows_per_group = in_channels if split else kk * in_channels
     kernel_groups = kk if split else 1
-    group_row_blocks = -(-rows_per_group // size)
+    group_row_blocks = ops.ceil_div(rows_per_group, size)
     row_blocks = kernel_groups * group_row_blocks
     cols = hw.columns_per_weight * out_channels
-    col_blocks = -(-cols // size)
+    col_blocks = ops.ceil_div(cols, size)
     crossbars = row_blocks * col_blocks
     if hw.analog_kernel_accumulation:
         adc_groups = group_row_blocks * col_blocks
@@ -153,7 +184,7 @@ def count_layer(
         conversions=reads * cols_avg,
         crossbar_cycles=reads * per_group * hw.columns_per_adc,
         row_activations=vectors * crossbars * bit_density * rows_avg * cols_avg,
-        adds=vectors * out_channels * (adc_groups // col_blocks),
+        adds=vectors * out_channels * ops.floor_div(adc_groups, col_blocks),
         bits_in=vectors * kk * in_channels,
         neuron_updates=neurons,
         bits_out=neurons / pool_area,
@@ -196,7 +227,7 @@ def floorplan_tile_cells_batch(hw: Hardware, rows: np.ndarray, cols: np.ndarray)
     valid = cols > 0
     while candidate >= 4 * size:
         active = (candidate <= start) & ((candidate == start) | (candidate > 4 * size))
-        tiles = np.where(valid, -(-rows // candidate) * -(-cols // candidate), 0).sum(axis=1)
+        tiles = np.where(valid, np.ceil(rows / candidate) * np.ceil(cols / candidate), 0).sum(axis=1)
         util = weights / (np.maximum(tiles, 1) * float(candidate) ** 2)
         better = active & (util > best_util)
         best_util = np.where(better, util, best_util)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,17 @@ class Layer:
     pool_after: int = 1
     spike_rate: float | None = None
     name: str = ""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate_layer(self, self.name or "layer")
+        object.__setattr__(self, "_hash", hash((
+            self.type, self.in_channels, self.out_channels, self.kernel_size, self.input_size,
+            self.stride, self.padding, self.pool_after, self.spike_rate, self.name,
+        )))
+
+    def __hash__(self) -> int:  # cached: layers are cache keys of the cost model
+        return self._hash
 
     @classmethod
     def conv(

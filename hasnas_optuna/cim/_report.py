@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,18 @@ class CostReport:
     weight_bits: int
     area_mm2: float
     latency_ms: float
-    layers: tuple[LayerCost, ...] = field(repr=False)
+    energy_dynamic_uj: float
+    energy_leakage_uj: float
+    layer_builder: Callable[[], tuple[LayerCost, ...]] = field(repr=False, compare=False)
+    _layers: tuple[LayerCost, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def layers(self) -> tuple[LayerCost, ...]:
+        """Per-layer breakdown (built on first access: the search only reads totals)."""
+        if self._layers is None:
+            object.__setattr__(self, "_layers", self.layer_builder())
+        assert self._layers is not None
+        return self._layers
 
     @property
     def memory_bits(self) -> int:
@@ -92,16 +103,9 @@ class CostReport:
         return sum(layer.crossbars_allocated for layer in self.layers)
 
     @property
-    def energy_leakage_uj(self) -> float:
-        return sum(layer.energy_uj["leakage"] for layer in self.layers)
-
-    @property
-    def energy_dynamic_uj(self) -> float:
-        return self.energy_uj - self.energy_leakage_uj
-
-    @property
     def energy_uj(self) -> float:
-        return sum(layer.energy_total_uj for layer in self.layers)
+        """Total energy of one inference: dynamic plus leakage."""
+        return self.energy_dynamic_uj + self.energy_leakage_uj
 
     def area_breakdown(self) -> dict[str, float]:
         """Chip area per component, mm^2."""

@@ -1,0 +1,194 @@
+"""Costing many networks at once: the same formulas on ``[networks, layers]`` NumPy arrays.
+
+A search scores thousands of candidates per second, so the batch path takes layer arrays
+directly (:class:`NetworkBatch`), without building :class:`Network` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.cim._accounting import (
+    PJ_PER_UJ, allocate, allocation_context, chip_totals, counts_of, derive_inputs, energy_parts,
+    layer_costs,
+)
+from hasnas_optuna.cim._hardware import Hardware
+from hasnas_optuna.cim._mapping import ARRAY, MaskedArrayOps
+from hasnas_optuna.cim._network import Network
+
+__all__ = ["NetworkBatch", "BatchCosts", "estimate_costs"]
+
+_CHUNK = 1024
+"""Networks costed per NumPy pass: small enough for the arrays to stay in the CPU cache."""
+_FIELDS = ("kernel", "in_channels", "out_channels", "input_h", "input_w", "stride", "padding", "pool")
+
+
+@dataclass(frozen=True)
+class NetworkBatch:
+    """Layer arrays of shape ``[networks, layers]``; ``mask`` marks real layers (padding is 0).
+
+    ``spike_rate`` holds NaN where the hardware's default rate applies. All networks share one
+    ``encoding``; ``timesteps`` may differ per network.
+
+    Example:
+        >>> from hasnas_optuna.cim import Layer, Network
+        >>> nets = [Network([Layer.linear(64, n)]) for n in (10, 20)]
+        >>> batch = NetworkBatch.from_networks(nets)
+        >>> batch.mask.shape, batch.out_channels[:, 0].tolist()
+        ((2, 1), [10, 20])
+    """
+
+    kernel: np.ndarray
+    in_channels: np.ndarray
+    out_channels: np.ndarray
+    input_h: np.ndarray
+    input_w: np.ndarray
+    stride: np.ndarray
+    padding: np.ndarray
+    pool: np.ndarray
+    spike_rate: np.ndarray
+    mask: np.ndarray
+    encoding: str = "direct"
+
+    def __post_init__(self) -> None:
+        for name in (*_FIELDS, "spike_rate", "mask"):  # float arithmetic: exact below 2^53, and fast
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=float))
+        shape = self.mask.shape
+        if len(shape) != 2:
+            raise ConfigError(f"mask must have shape [networks, layers], got {shape}")
+        for name in (*_FIELDS, "spike_rate"):
+            if getattr(self, name).shape != shape:
+                raise ConfigError(f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+        real = self.mask.astype(bool)
+        if not real[:, 0].all():
+            raise ConfigError("every network needs at least one layer (mask[:, 0] must be 1)")
+        for name in ("kernel", "in_channels", "out_channels", "input_h", "input_w", "stride", "pool"):
+            if (getattr(self, name)[real] < 1).any():
+                raise ConfigError(f"{name} must be >= 1 for every real layer")
+        rates = self.spike_rate[real]
+        if ((rates < 0) | (rates > 1)).any():
+            raise ConfigError("spike_rate must be in [0, 1] (or NaN for the default)")
+
+    def select(self, rows: slice | np.ndarray) -> NetworkBatch:
+        """The networks at ``rows`` (a slice or an index array) as a new batch."""
+        arrays = {name: getattr(self, name)[rows] for name in (*_FIELDS, "spike_rate", "mask")}
+        return NetworkBatch(**arrays, encoding=self.encoding)
+
+    @property
+    def size(self) -> int:
+        """Number of networks."""
+        return int(self.mask.shape[0])
+
+    @classmethod
+    def from_networks(cls, networks: Sequence[Network]) -> NetworkBatch:
+        """Pack :class:`Network` objects (all with the same encoding) into arrays."""
+        if not networks:
+            raise ConfigError("no networks to cost")
+        encodings = {net.encoding for net in networks}
+        if len(encodings) != 1:
+            raise ConfigError(f"a batch needs one encoding, got {sorted(encodings)}")
+        width = max(len(net.layers) for net in networks)
+        data = {name: np.ones((len(networks), width)) for name in _FIELDS}
+        data["padding"][:] = 0
+        rate = np.full((len(networks), width), np.nan)
+        mask = np.zeros((len(networks), width))
+        for i, net in enumerate(networks):
+            for j, layer in enumerate(net.layers):
+                values = (layer.kernel_size, layer.in_channels, layer.out_channels, *layer.input_size,
+                          layer.stride, layer.padding, layer.pool_after)
+                for name, value in zip(_FIELDS, values, strict=True):
+                    data[name][i, j] = value
+                if layer.spike_rate is not None:
+                    rate[i, j] = layer.spike_rate
+                mask[i, j] = 1
+        return cls(**data, spike_rate=rate, mask=mask, encoding=encodings.pop())
+
+
+class BatchCosts(NamedTuple):
+    """Totals per network, each an array of shape ``[networks]``."""
+
+    memory_params: np.ndarray
+    memory_bits: np.ndarray
+    area_mm2: np.ndarray
+    latency_ms: np.ndarray
+    energy_uj: np.ndarray
+    energy_dynamic_uj: np.ndarray
+    energy_leakage_uj: np.ndarray
+
+
+def estimate_costs(
+    batch: NetworkBatch | Sequence[Network], hardware: Hardware, *, timesteps: Any
+) -> BatchCosts:
+    """Cost many networks on one chip at once; same numbers as :func:`estimate_cost`.
+
+    ``timesteps`` is one integer or one per network.
+
+    Example:
+        >>> from hasnas_optuna.cim import Layer, Network, estimate_cost, load_hardware
+        >>> hw = load_hardware()
+        >>> nets = [Network([Layer.conv(1, c, kernel_size=3, input_size=(8, 8), padding=1)])
+        ...         for c in (8, 16)]
+        >>> costs = estimate_costs(nets, hw, timesteps=4)
+        >>> costs.memory_params.tolist()
+        [72, 144]
+        >>> bool(abs(costs.energy_uj[1] - estimate_cost(nets[1], hw, timesteps=4).energy_uj) < 1e-12)
+        True
+    """
+    if not isinstance(batch, NetworkBatch):
+        batch = NetworkBatch.from_networks(batch)
+    steps = np.asarray(timesteps)
+    if steps.ndim == 0:
+        steps = np.full(batch.size, steps)
+    if steps.shape != (batch.size,) or not np.issubdtype(steps.dtype, np.integer) or (steps < 1).any():
+        raise ConfigError(f"timesteps must be an integer >= 1 or one integer per network ({batch.size})")
+    if batch.size <= _CHUNK:
+        return _estimate_chunk(batch, hardware, steps.astype(float))
+    parts = [
+        _estimate_chunk(batch.select(slice(start, start + _CHUNK)), hardware,
+                        steps[start:start + _CHUNK].astype(float))
+        for start in range(0, batch.size, _CHUNK)
+    ]
+    return BatchCosts(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+def _estimate_chunk(batch: NetworkBatch, hw: Hardware, steps: np.ndarray) -> BatchCosts:
+    mask = batch.mask
+    steps_col = steps[:, None]
+    rate = np.where(np.isnan(batch.spike_rate), hw.default_spike_rate, batch.spike_rate)
+    index = np.arange(mask.shape[1])[None, :]
+    first_static = (index == 0) & (batch.encoding == "direct")
+    limit = hw.state_memory_layers
+    state_counted = np.ones(index.shape) if limit == 0 else (index < limit).astype(float)
+    x = derive_inputs(
+        hw, ARRAY, kernel=batch.kernel, in_channels=batch.in_channels,
+        out_channels=batch.out_channels, input_h=batch.input_h, input_w=batch.input_w,
+        stride=batch.stride, padding=batch.padding, pool=batch.pool, spike_rate=rate,
+        first_static=first_static, state_counted=state_counted, timesteps=steps_col,
+    )
+    c = counts_of(hw, ARRAY, x)
+    tile_cells, shared = allocation_context(hw, ARRAY, c.rows * mask, c.cols * mask, c.adc_groups * mask)
+    a = allocate(hw, ARRAY, c, tile_cells, shared)
+    cost = layer_costs(hw, ARRAY, x, c, a, steps_col)
+    masked = MaskedArrayOps(mask)
+    last = (mask.sum(axis=1) - 1).astype(np.int64)
+    chip = chip_totals(hw, masked, cost, steps, last)
+    chip_col = type(chip)(*(value[:, None] for value in chip))
+    parts = energy_parts(cost, chip_col)
+    leakage = masked.total(parts[-1]) / PJ_PER_UJ
+    dynamic = masked.total(sum(parts[:-1])) / PJ_PER_UJ
+    params = np.rint(masked.total(batch.kernel * batch.kernel * batch.in_channels * batch.out_channels))
+    params = params.astype(np.int64)
+    return BatchCosts(
+        memory_params=params,
+        memory_bits=params * hw.weight_bits,
+        area_mm2=np.asarray(chip.area_mm2, dtype=float),
+        latency_ms=np.asarray(chip.latency_ms, dtype=float),
+        energy_uj=dynamic + leakage,
+        energy_dynamic_uj=dynamic,
+        energy_leakage_uj=leakage,
+    )
