@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from cim_reference import NETWORKS, NEUROSIM_RUNS, SPIKESIM_RUNS  # noqa: E402
+from cim_reference import NETWORKS, NEUROSIM_RUNS, SPIKESIM_RUNS
 
-from hasnas_optuna.cim import estimate_cost, load_hardware  # noqa: E402
+from hasnas_optuna.cim import estimate_cost, load_hardware
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ errors as one line and exits with status 2, never with a traceback.
 
 from __future__ import annotations
 
-__all__ = ["HasnasError", "ConfigError"]
+__all__ = ["ConfigError", "HasnasError"]
 
 
 class HasnasError(Exception):

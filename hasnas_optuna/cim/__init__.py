@@ -14,14 +14,32 @@ from __future__ import annotations
 from hasnas_optuna.cim._accounting import estimate_cost
 from hasnas_optuna.cim._batch import BatchCosts, NetworkBatch, estimate_costs
 from hasnas_optuna.cim._hardware import (
-    DEFAULT_PRESET, Hardware, Technology, list_presets, load_hardware,
+    DEFAULT_PRESET,
+    Hardware,
+    Technology,
+    list_presets,
+    load_hardware,
 )
 from hasnas_optuna.cim._network import ENCODINGS, Layer, Network, load_network
 from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, Budgets, CostReport, LayerCost
 
 __all__ = [
-    "AREA_PARTS", "BatchCosts", "Budgets", "CostReport", "DEFAULT_PRESET", "ENCODINGS", "ENERGY_PARTS",
-    "Hardware", "Layer", "LayerCost", "Network", "NetworkBatch", "Technology", "estimate_cost",
-    "estimate_costs", "list_presets",
-    "load_hardware", "load_network",
+    "AREA_PARTS",
+    "DEFAULT_PRESET",
+    "ENCODINGS",
+    "ENERGY_PARTS",
+    "BatchCosts",
+    "Budgets",
+    "CostReport",
+    "Hardware",
+    "Layer",
+    "LayerCost",
+    "Network",
+    "NetworkBatch",
+    "Technology",
+    "estimate_cost",
+    "estimate_costs",
+    "list_presets",
+    "load_hardware",
+    "load_network",
 ]

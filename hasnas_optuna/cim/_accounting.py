@@ -12,13 +12,20 @@ from typing import Any, NamedTuple
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim._hardware import Hardware
 from hasnas_optuna.cim._mapping import (
-    ANALOG_BIT_DENSITY, SCALAR, LayerCounts, count_layer, floorplan_tile_cells,
+    ANALOG_BIT_DENSITY,
+    SCALAR,
+    LayerCounts,
+    count_layer,
+    floorplan_tile_cells,
     floorplan_tile_cells_batch,
 )
 from hasnas_optuna.cim._network import Network
 from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, CostReport, LayerCost
 
-__all__ = ["estimate_cost", "LayerInputs", "layer_inputs", "allocate", "layer_costs", "chip_totals"]
+__all__ = [
+    "LayerInputs", "allocate", "allocation_context", "chip_totals", "derive_inputs", "energy_parts",
+    "estimate_cost", "layer_costs",
+]
 
 UM2_PER_MM2 = 1e6
 _CACHE_LIMIT = 65536
@@ -235,8 +242,15 @@ class ChipTotals(NamedTuple):
     energy_per_bit_pj: Any
 
 
+class _Columns(NamedTuple):
+    """The two per-layer columns :func:`chip_totals` reads (area already summed)."""
+
+    area_total: list[float]
+    layer_time: list[float]
+
+
 def chip_totals(
-    hw: Hardware, ops: Any, costs: LayerCosts, timesteps: Any, last_index: Any = None
+    hw: Hardware, ops: Any, costs: LayerCosts | _Columns, timesteps: Any, last_index: Any = None
 ) -> ChipTotals:
     """Chip area (with layout factor), latency under the schedule, and the wire cost per bit.
 
@@ -315,7 +329,7 @@ def estimate_cost(
         >>> report.memory_params
         2704
         >>> round(report.area_mm2, 2), report.energy_uj > 0, len(report.layers)
-        (1.66, True, 2)
+        (1.28, True, 2)
     """
     steps = timesteps if timesteps is not None else network.timesteps
     if steps is None:
@@ -370,7 +384,7 @@ def estimate_cost(
     area = dynamic = bits = leak_uw = 0.0
     times: list[float] = []
     for x, c in zip(inputs, counts, strict=True):
-        key2 = (x, tile_cells, shared)
+        key2 = (x, steps, tile_cells, shared)
         found2 = cache.get(key2)
         if found2 is None:
             a = allocate(hardware, SCALAR, c, tile_cells, shared)
@@ -395,13 +409,6 @@ def estimate_cost(
         energy_leakage_uj=leak_uw * latency_ns * 1e-3 / PJ_PER_UJ,
         layer_builder=lambda: _layer_costs(network, hardware, inputs, counts, allocs, per_layer, chip),
     )
-
-
-class _Columns(NamedTuple):
-    """The two per-layer columns :func:`chip_totals` reads (area already summed)."""
-
-    area_total: list[float]
-    layer_time: list[float]
 
 
 def _layer_costs(

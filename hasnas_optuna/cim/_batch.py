@@ -14,14 +14,20 @@ import numpy as np
 
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim._accounting import (
-    PJ_PER_UJ, allocate, allocation_context, chip_totals, counts_of, derive_inputs, energy_parts,
+    PJ_PER_UJ,
+    allocate,
+    allocation_context,
+    chip_totals,
+    counts_of,
+    derive_inputs,
+    energy_parts,
     layer_costs,
 )
 from hasnas_optuna.cim._hardware import Hardware
 from hasnas_optuna.cim._mapping import ARRAY, MaskedArrayOps
 from hasnas_optuna.cim._network import Network
 
-__all__ = ["NetworkBatch", "BatchCosts", "estimate_costs"]
+__all__ = ["BatchCosts", "NetworkBatch", "estimate_costs"]
 
 _CHUNK = 1024
 """Networks costed per NumPy pass: small enough for the arrays to stay in the CPU cache."""
@@ -40,7 +46,7 @@ class NetworkBatch:
         >>> nets = [Network([Layer.linear(64, n)]) for n in (10, 20)]
         >>> batch = NetworkBatch.from_networks(nets)
         >>> batch.mask.shape, batch.out_channels[:, 0].tolist()
-        ((2, 1), [10, 20])
+        ((2, 1), [10.0, 20.0])
     """
 
     kernel: np.ndarray

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from hasnas_optuna._errors import ConfigError
 
-__all__ = ["Hardware", "Technology", "load_hardware", "list_presets", "DEFAULT_PRESET"]
+__all__ = ["DEFAULT_PRESET", "Hardware", "Technology", "list_presets", "load_hardware"]
 
 DEFAULT_PRESET = "neurosim-22nm"
 WEIGHT_ENCODINGS = ("offset", "differential")
@@ -313,6 +314,9 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
     unknown_sources = sorted(set(sources) - set(fields))
     if unknown_sources:
         raise ConfigError(f"{origin}: sources.{unknown_sources[0]} names no technology field")
+    for name, text in sources.items():
+        if not isinstance(text, str):
+            raise ConfigError(f"{origin}: sources.{name} must be a text naming where the number comes from")
     return Technology(**values, sources=dict(sources))
 
 

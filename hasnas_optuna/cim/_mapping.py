@@ -170,7 +170,9 @@ def count_layer(
     vectors = positions * input_bits
     reads = vectors * -(-size // hw.rows_per_read) * adc_groups
     if hw.skip_silent_row_blocks:
-        reads = reads * (1.0 - (1.0 - spike_rate) ** (rows_avg * per_group))
+        # a read of rows_per_read rows is skipped when none of them carries a spike
+        rows_read = ops.minimum(rows_avg, hw.rows_per_read) * per_group
+        reads = reads * (1.0 - (1.0 - spike_rate) ** rows_read)
     return LayerCounts(
         rows=kk * in_channels,
         cols=cols,

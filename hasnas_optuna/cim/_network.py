@@ -16,7 +16,7 @@ from typing import Any
 
 from hasnas_optuna._errors import ConfigError
 
-__all__ = ["Layer", "Network", "load_network", "ENCODINGS"]
+__all__ = ["ENCODINGS", "Layer", "Network", "load_network"]
 
 LAYER_TYPES = ("conv", "linear")
 ENCODINGS = ("direct", "rate", "latency")

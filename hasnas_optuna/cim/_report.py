@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from hasnas_optuna._errors import ConfigError
 
-__all__ = ["CostReport", "LayerCost", "Budgets", "AREA_PARTS", "ENERGY_PARTS"]
+__all__ = ["AREA_PARTS", "ENERGY_PARTS", "Budgets", "CostReport", "LayerCost"]
 
 AREA_PARTS = ("arrays", "adcs", "periphery", "buffers_interconnect", "neurons")
 """Area components: cell arrays, ADCs (with muxes), per-line periphery (drivers, decoders,
@@ -199,8 +200,10 @@ class Budgets:
     latency: float | None = None
     energy: float | None = None
 
-    NAMES = ("memory", "area", "latency", "energy")
-    UNITS = {"memory": "params", "area": "mm2", "latency": "ms", "energy": "uJ"}
+    NAMES: ClassVar[tuple[str, ...]] = ("memory", "area", "latency", "energy")
+    UNITS: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"memory": "params", "area": "mm2", "latency": "ms", "energy": "uJ"}
+    )
 
     def __post_init__(self) -> None:
         for name in self.NAMES:

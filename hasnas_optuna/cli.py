@@ -1,0 +1,128 @@
+"""The ``hasnas`` command line.
+
+Every error a user can cause is reported as one line on stderr with exit status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from hasnas_optuna._errors import HasnasError
+
+__all__ = ["main"]
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from hasnas_optuna.cim import Budgets, estimate_cost, load_hardware, load_network
+
+    network = load_network(args.network)
+    hardware = load_hardware(args.hardware)
+    if args.spike_rate is not None:
+        hardware = hardware.replace(default_spike_rate=args.spike_rate)
+    report = estimate_cost(network, hardware, timesteps=args.timesteps)
+    budgets = Budgets.hasnas_paper() if args.paper_budgets else Budgets(
+        memory=args.max_params, area=args.max_area, latency=args.max_latency, energy=args.max_energy
+    )
+    if args.json:
+        out = report.to_dict()
+        if budgets.items():
+            out["budgets"] = {
+                name: {"cost": cost, "budget": limit, "slack": slack, "pass": slack <= 0}
+                for name, cost, limit, slack in budgets.check(report)
+            }
+        print(json.dumps(out, indent=2))
+    else:
+        print(report.format_table(budgets if budgets.items() else None))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; a spike rate is in [0, 1]")
+    return value
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2), like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hasnas`` (one sub-command per job)."""
+    parser = _Parser(
+        prog="hasnas", description="Hardware-aware spiking neural architecture search on Optuna."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cost = sub.add_parser(
+        "cost", help="cost a network on a compute-in-memory chip",
+        description="Memory, area, latency and energy of a network (NETWORK.json layer list) on a "
+        "CIM chip, with a per-layer breakdown.",
+    )
+    cost.add_argument("network", metavar="NETWORK.json", help="layer-list network description")
+    cost.add_argument(
+        "--hardware", default="neurosim-22nm", metavar="PRESET_OR_FILE",
+        help="preset name (neurosim-22nm, neurosim-32nm, neurosim-65nm, spikesim-65nm) or a .toml file "
+        "(default: %(default)s)",
+    )
+    cost.add_argument("--timesteps", type=_positive_int, metavar="T",
+                      help="timesteps (default: the network file's 'timesteps')")
+    cost.add_argument("--spike-rate", type=_rate, metavar="R",
+                      help="input spike rate of layers that state none (default: the preset's)")
+    cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cost.add_argument("--max-params", type=_budget, metavar="N", help="memory budget, parameters")
+    cost.add_argument("--max-area", type=_budget, metavar="MM2", help="area budget, mm^2")
+    cost.add_argument("--max-latency", type=_budget, metavar="MS", help="latency budget, ms")
+    cost.add_argument("--max-energy", type=_budget, metavar="UJ", help="energy budget, uJ")
+    cost.add_argument("--paper-budgets", action="store_true",
+                      help="HASNAS's budgets: 4e6 parameters, 100 mm^2, 400 ms, 120 uJ")
+    cost.set_defaults(handler=_cost)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hasnas`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except HasnasError as exc:
+        print(f"hasnas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hasnas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
