@@ -69,7 +69,8 @@ def test_malformed_cells_are_rejected(edges: tuple, backward: tuple, fragment: s
 
 @pytest.mark.parametrize(("matrix", "fragment"), [
     ("0302 0030 3003", "four rows of four op codes"),
-    ("0902 0030 3003 0000", "four rows of four op codes"),  # 9 is a digit but no op
+    ("0902 0030 3003 0000", "entry [0][1]=9 is not an op code; use 0..4 (0=zero, 1=skip"),
+    ("03a2 0030 3003 0000", "four rows of four op codes"),
     ("1302 0030 3003 0000", "[0][0]=1 must be 0"),
     ("0302 3030 3003 0000", "shares its node pair with forward edge 0->1 conv3x3"),
 ])
