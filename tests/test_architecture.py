@@ -215,7 +215,7 @@ def test_equal_architectures_hash_equal_and_keys_separate_values() -> None:
     assert one == two and hash(one) == hash(two) and one.key() == two.key() and len({one, two}) == 1
     assert fixed_architecture(beta=1).key() == fixed_architecture(beta=1.0).key()  # numbers normalised
     keys = {
-        fixed_architecture(**change).key()  # type: ignore[arg-type]
+        fixed_architecture(**change).key()
         for change in ({}, {"beta": 0.91}, {"channels": 16}, {"encoding": "rate"}, {"hidden_features": 0},
                        {"cell_b": Cell.from_matrix(CIFAR100_CELL)}, {"surrogate": "sigmoid"})
     }
