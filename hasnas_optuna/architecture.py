@@ -242,9 +242,9 @@ class Cell:
     def repaired(self, *, fallback_op: str = "skip") -> Cell:
         """The nearest valid cell: dead edges set to ``zero`` (backward ones dropped).
 
-        This is SNASNet's own repair (zero every edge of a dead node) and leaves the function
-        of the cell unchanged. A cell with no input-to-output path at all becomes the cell with
-        the single edge 0->3 ``fallback_op``. A valid cell is returned unchanged.
+        This is SNASNet's own repair (zero every edge of a dead node); the removed edges carry
+        no input-derived signal to the output. A cell with no input-to-output path at all
+        becomes the cell with the single edge 0->3 ``fallback_op``. A valid cell is returned unchanged.
 
         Example:
             >>> Cell(("conv3x3", "zero", "zero", "skip", "zero", "zero")).repaired().edges

@@ -24,9 +24,12 @@ def _cost(args: argparse.Namespace) -> int:
     if args.spike_rate is not None:
         hardware = hardware.replace(default_spike_rate=args.spike_rate)
     report = estimate_cost(network, hardware, timesteps=args.timesteps)
-    budgets = Budgets.hasnas_paper() if args.paper_budgets else Budgets(
-        memory=args.max_params, area=args.max_area, latency=args.max_latency, energy=args.max_energy
-    )
+    given = {"memory": args.max_params, "area": args.max_area, "latency": args.max_latency,
+             "energy": args.max_energy}
+    base = Budgets.hasnas_paper() if args.paper_budgets else Budgets()
+    budgets = Budgets(**{name: given[name] if given[name] is not None else getattr(base, name)
+                         for name in Budgets.NAMES})
+    failed = any(slack > 0 for _, _, _, slack in budgets.check(report))
     if args.json:
         out = report.to_dict()
         if budgets.items():
@@ -37,7 +40,7 @@ def _cost(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(report.format_table(budgets if budgets.items() else None))
-    return 0
+    return 1 if failed else 0
 
 
 def _positive_int(text: str) -> int:
@@ -86,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost = sub.add_parser(
         "cost", help="cost a network on a compute-in-memory chip",
         description="Memory, area, latency and energy of a network (NETWORK.json layer list) on a "
-        "CIM chip, with a per-layer breakdown.",
+        "CIM chip, with a per-layer breakdown. Exit status: 0, or 1 when a given budget is exceeded, "
+        "or 2 for bad input.",
     )
     cost.add_argument("network", metavar="NETWORK.json", help="layer-list network description")
     cost.add_argument(
@@ -104,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--max-latency", type=_budget, metavar="MS", help="latency budget, ms")
     cost.add_argument("--max-energy", type=_budget, metavar="UJ", help="energy budget, uJ")
     cost.add_argument("--paper-budgets", action="store_true",
-                      help="HASNAS's budgets: 4e6 parameters, 100 mm^2, 400 ms, 120 uJ")
+                      help="HASNAS's budgets: 4e6 parameters, 100 mm^2, 400 ms, 120 uJ "
+                      "(a --max-* flag given with it replaces that one budget)")
     cost.set_defaults(handler=_cost)
     return parser
 

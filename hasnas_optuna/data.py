@@ -220,7 +220,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
     keep, held = [], []
     for label in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == label))
-        cut = int(round(len(idx) * fraction))
+        cut = round(len(idx) * fraction)
         held.append(idx[:cut])
         keep.append(idx[cut:])
     return rng.permutation(np.concatenate(keep)), np.sort(np.concatenate(held))

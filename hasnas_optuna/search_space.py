@@ -4,25 +4,22 @@ Every trial suggests the same parameters with the same distributions, whatever v
 parameters took (optuna.md 4, "Define-by-run pitfalls"), so NSGA-II, GP and multivariate TPE see
 the whole genome. :meth:`SearchSpace.distributions` lists it, in suggestion order:
 
-==============================  ==================================================================
-``arch/cell_a/e0`` .. ``e5``    op of each forward edge (``e3``, the 0->3 edge, excludes ``zero``
-                                when ``direct_edge``)
-``arch/cell_a/e0_dir`` ..       ``forward`` or ``backward`` per node pair, only when
-                                ``backward_edges`` (no ``e3_dir`` when ``direct_edge``)
-``arch/cell_b/...``             the same for Cell B (absent when ``share_cells``)
-``arch/channels``               base width C
-``arch/hidden_features``        hidden classifier width, 0 for none
-``snn/timesteps``, ``snn/encoding``, ``snn/beta``, ``snn/threshold``, ``snn/surrogate``,
-``snn/surrogate_slope`` (log scale)
-``hw/crossbar_size``, ``hw/weight_bits``, ``hw/bits_per_cell``, ``hw/adc_bits``: only when
-``hardware`` is given; read by :func:`suggest_hardware`, not by :func:`suggest_architecture`
-==============================  ==================================================================
+- ``arch/cell_a/e0`` .. ``arch/cell_a/e5``: op of each forward edge, in ``Cell.edges`` order
+  (``e3``, the 0->3 edge, cannot be ``zero`` when ``direct_edge``);
+- ``arch/cell_a/e0_dir`` .. ``e5_dir``: ``forward`` or ``backward`` for each node pair, only when
+  ``backward_edges`` (no ``e3_dir`` when ``direct_edge``: that edge stays forward);
+- ``arch/cell_b/...``: the same for Cell B (absent when ``share_cells``);
+- ``arch/channels``, ``arch/hidden_features``;
+- ``snn/timesteps``, ``snn/encoding``, ``snn/beta``, ``snn/threshold``, ``snn/surrogate``,
+  ``snn/surrogate_slope`` (log scale);
+- ``hw/crossbar_size``, ``hw/weight_bits``, ``hw/bits_per_cell``, ``hw/adc_bits``: only when
+  ``hardware`` is given; suggested by :func:`suggest_hardware`, not by :func:`suggest_architecture`.
 
 Decoding a genome into a cell (SNASNet-Bw sampling, paper.md 9.1): pair k holds the op of
 ``e{k}``, forward, or, when ``e{k}_dir`` is ``backward``, the same op as a backward edge from
 the later node to the earlier one (``zero`` then means no edge). The raw cell is then repaired,
 never resampled: :meth:`Cell.repaired` sets the edges of dead nodes to ``zero`` (SNASNet's own
-rule, which leaves what the cell computes unchanged), and a cell with no input-output path becomes
+rule; those edges carry no input-derived signal to the output), and a cell with no input-output path becomes
 the single edge 0->3 with the first non-zero op of ``ops`` (``skip`` by default); that can only
 happen when ``direct_edge`` is off. The trial's params stay the raw genome;
 :func:`suggest_architecture` records the repairs in the trial's user attributes.

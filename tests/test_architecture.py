@@ -203,7 +203,8 @@ def test_json_round_trip_and_key() -> None:
     assert Architecture.from_json(arch.to_json()) == arch
     assert Architecture.from_json(arch.to_json(indent=2)) == arch
     assert json.loads(arch.to_json())["cell_a"] == {
-        "edges": ["conv3x3", "zero", "conv3x3", "conv1x1", "zero", "conv3x3"], "backward": [[2, 0, "conv3x3"]],
+        "edges": ["conv3x3", "zero", "conv3x3", "conv1x1", "zero", "conv3x3"],
+        "backward": [[2, 0, "conv3x3"]],
     }
     # The canonical JSON, hence the key, must not drift between releases: stored results refer to it.
     assert arch.key() == "f3649032e33eaab9e29d9bf098796005f063179e"

@@ -44,6 +44,10 @@ def test_mapping_counts_by_hand() -> None:
     assert report.crossbars == 528
     # membranes: 64 x 32 x 32 + 10 neurons, 16 bits each
     assert report.neuron_state_bits == 16 * (64 * 1024 + 10)
+    assert report.memory_cells == 8 * report.memory_params  # 8-bit weights on 1-bit cells
+    # every read converts all 128 columns: conv reads 1024 positions x 8 bit planes x 4 crossbars once
+    assert conv.conversions == 1024 * 8 * 4 * 128
+    assert fc.conversions == 5 * 128 * 128  # 5 timesteps x 128 crossbars x 128 columns
 
 
 def test_snn4m_floorplan_matches_neurosim() -> None:
@@ -92,9 +96,13 @@ def test_energy_follows_spike_rate_on_neurosim_only() -> None:
     spikesim = load_hardware("spikesim-65nm")
     a, b = (estimate_cost(net, spikesim, timesteps=4, spike_rates=[r] * 7) for r in (0.05, 0.3))
     assert a.energy_uj == pytest.approx(b.energy_uj)
-    # measured rates per layer override the preset default; a mapping may give only some layers
+    # measured rates per layer override the preset default; a mapping may give only some layers,
+    # a None in a list falls through to the layer's own rate, then to the preset's default
     partial = estimate_cost(net, neurosim, timesteps=4, spike_rates={3: 0.9})
     assert [layer.spike_rate for layer in partial.layers][2:4] == [0.15, 0.9]
+    own = Network((Layer.linear(64, 32, spike_rate=0.4), Layer.linear(32, 10)), encoding="rate")
+    listed = estimate_cost(own, neurosim, timesteps=2, spike_rates=[None, 0.2])
+    assert [layer.spike_rate for layer in listed.layers] == [0.4, 0.2]
 
 
 def test_skipping_silent_row_blocks_saves_energy_at_low_rates() -> None:
@@ -127,6 +135,9 @@ def test_crossbar_concurrency_serialises_reads() -> None:
     one = estimate_cost(net, hw.replace(crossbar_concurrency=1), timesteps=1)
     # layer 2 (64 -> 128, 576 x 1024 cells) needs 5 x 8 = 40 crossbars read one after another
     assert one.layers[2].latency_ms == pytest.approx(40 * free.layers[2].latency_ms)
+    # layer 0 is duplicated 16 times: with one crossbar at a time the copies do not help
+    assert free.layers[0].duplication == 16
+    assert one.layers[0].latency_ms == pytest.approx(16 * 4 * free.layers[0].latency_ms)
 
 
 def test_hardware_knobs_move_costs_the_right_way() -> None:

@@ -63,7 +63,13 @@ def test_table_with_budgets(network: Path) -> None:
         assert f"PASS  {name}" in run.stdout
     tight = hasnas("cost", str(network), "--max-area", "1")
     assert "FAIL  area" in tight.stdout and "latency" not in tight.stdout.split("FAIL")[1]
-    assert tight.returncode == 0
+    assert tight.returncode == 1  # a budget failed: scripts can test the exit status
+    # --max-* given with --paper-budgets replaces that one budget
+    mixed = hasnas("cost", str(network), "--paper-budgets", "--max-area", "1", "--json")
+    budgets = json.loads(mixed.stdout)["budgets"]
+    assert budgets["area"]["budget"] == 1 and not budgets["area"]["pass"]
+    assert budgets["energy"]["budget"] == 120 and budgets["energy"]["pass"]
+    assert mixed.returncode == 1
 
 
 def test_hardware_file(network: Path, tmp_path: Path) -> None:

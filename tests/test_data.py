@@ -39,7 +39,8 @@ def test_idx_files_load_and_split(tmp_path: Path, compress: bool) -> None:
     assert dm.input_shape == (1, 28, 28) and dm.num_classes == 10
     assert [len(dm.splits[s][0]) for s in ("train", "val", "test")] == [40, 10, 20]
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 1, 28, 28) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert x.shape == (8, 1, 28, 28) and y.shape == (8,)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     # stratified: every class keeps one validation image
     assert sorted(dm.splits["val"][1].tolist()) == list(range(10))
 
@@ -54,7 +55,7 @@ def test_idx_errors_name_the_file(tmp_path: Path) -> None:
     fake_mnist(tmp_path)
     corrupt = tmp_path / "train-images-idx3-ubyte.gz"
     corrupt.write_bytes(gzip.compress(gzip.decompress(corrupt.read_bytes())[:-100]))
-    with pytest.raises(ConfigError, match="train-images-idx3-ubyte.gz: truncated or corrupt idx file"):
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte\.gz: truncated or corrupt idx file"):
         IdxDataModule(tmp_path).prepare()
     corrupt.write_bytes(b"not gzip at all")
     with pytest.raises(ConfigError, match="cannot read idx file"):

@@ -100,7 +100,7 @@ def counts_of(hw: Hardware, ops: Any, x: LayerInputs) -> LayerCounts:
     return count_layer(
         hw, ops, kernel=x.kernel, in_channels=x.in_channels, out_channels=x.out_channels,
         positions=x.positions, neurons=x.neurons, pool_area=x.pool_area,
-        input_bits=x.input_bits, bit_density=x.bit_density, spike_rate=x.spike_rate,
+        input_bits=x.input_bits, bit_density=x.bit_density,
     )
 
 
@@ -181,16 +181,17 @@ def layer_costs(
     lif_units = hw.neuron_units if hw.neuron_units > 0 else x.out_channels
     state_bits = x.neurons * hw.state_bits * x.state_counted
     passes = x.passes
+    # every copy of every ADC group can work at once, unless crossbar_concurrency caps it
+    copies = c.adc_groups * a.duplication
     concurrency = hw.crossbar_concurrency
-    waves = 1 if concurrency == 0 else ops.ceil_div(c.adc_groups, ops.minimum(c.adc_groups, concurrency))
+    parallel = copies if concurrency == 0 else ops.minimum(copies, concurrency)
     clock = hw.clock
     read_ns = -(-size // hw.rows_per_read) * hw.columns_per_adc * clock
     xbar_pass = (
-        ops.ceil_div(x.positions, a.duplication) * x.input_bits * waves * read_ns
+        ops.ceil_div(x.positions * c.adc_groups, parallel) * x.input_bits * read_ns
         + c.vectors * ops.ceil_div(c.rows, hw.input_bus_bits) * (hw.read_overhead_cycles * clock)
     )
-    units = hw.neuron_units
-    neuron_step = (ops.ceil_div(x.neurons, units) if units > 0 else 1) * tech.neuron_cycle_ns
+    neuron_step = ops.ceil_div(x.neurons, lif_units) * tech.neuron_cycle_ns
     crossbar_time = passes * xbar_pass
     neuron_time = timesteps * neuron_step
     crossbar_area = size * size * tech.cell_area_um2
@@ -312,12 +313,13 @@ def estimate_cost(
     hardware: Hardware,
     *,
     timesteps: int | None = None,
-    spike_rates: Sequence[float] | Mapping[int, float] | None = None,
+    spike_rates: Sequence[float | None] | Mapping[int, float] | None = None,
 ) -> CostReport:
     """Cost one network on one chip: memory, area, latency and energy with a per-layer breakdown.
 
     ``timesteps`` defaults to the network's own; ``spike_rates`` (one input spike rate per layer,
-    e.g. measured on a trained network) override the layers' and the preset's default rates.
+    e.g. measured on a trained network, as a list or a ``{layer index: rate}`` mapping) override
+    the layers' own rates, which override the preset's default; ``None`` entries fall through.
 
     Example:
         >>> from hasnas_optuna.cim import Network, load_hardware
@@ -337,10 +339,7 @@ def estimate_cost(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"timesteps={steps!r} must be an integer >= 1")
     if isinstance(spike_rates, Mapping):
-        rates: list[float] | None = [
-            spike_rates.get(i, layer.spike_rate if layer.spike_rate is not None else hardware.default_spike_rate)
-            for i, layer in enumerate(network.layers)
-        ]
+        rates: list[float | None] | None = [spike_rates.get(i) for i in range(len(network.layers))]
     else:
         rates = list(spike_rates) if spike_rates is not None else None
     layers = network.layers
@@ -355,7 +354,9 @@ def estimate_cost(
     inputs: list[LayerInputs] = []
     counts: list[LayerCounts] = []
     for index, layer in enumerate(layers):
-        rate = layer.spike_rate if rates is None else rates[index]
+        rate = rates[index] if rates is not None else None
+        if rate is None:
+            rate = layer.spike_rate
         if rate is None:
             rate = default_rate
         elif isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
@@ -426,6 +427,7 @@ def _layer_costs(
             params=layer.params, spike_rate=x.spike_rate, passes=x.passes,
             crossbars=c.crossbars, crossbars_allocated=a.crossbars, tiles=a.tiles,
             duplication=a.duplication, conversions=c.conversions * x.passes,
+            cells=layer.params * hw.columns_per_weight,
             neuron_state_bits=cost.state_bits,
             area_mm2={
                 part: layout * value / UM2_PER_MM2

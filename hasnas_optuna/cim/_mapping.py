@@ -140,14 +140,13 @@ def count_layer(
     pool_area: Any,
     input_bits: Any,
     bit_density: Any,
-    spike_rate: Any,
 ) -> LayerCounts:
     """Count one layer's mapping and actions per pass.
 
     ``positions`` are the input vectors (output pixels) the crossbars evaluate, ``input_bits``
     the bit planes each vector is applied in (1 for spikes), ``bit_density`` the fraction of
-    active rows (the spike rate, or 0.5 for analog bit planes), ``spike_rate`` the rate used for
-    skipping silent row blocks.
+    active rows (the input spike rate, or 0.5 for analog bit planes). Every read converts all
+    columns of the crossbar, as NeuroSim and SpikeSim do, also those no weight occupies.
     """
     size = hw.crossbar_size
     kk = kernel * kernel
@@ -168,11 +167,12 @@ def count_layer(
     rows_avg = rows_per_group / group_row_blocks
     cols_avg = cols / col_blocks
     vectors = positions * input_bits
-    reads = vectors * -(-size // hw.rows_per_read) * adc_groups
+    row_passes = -(-size // hw.rows_per_read)
+    reads = vectors * row_passes * adc_groups
     if hw.skip_silent_row_blocks:
         # a read of rows_per_read rows is skipped when none of them carries a spike
         rows_read = ops.minimum(rows_avg, hw.rows_per_read) * per_group
-        reads = reads * (1.0 - (1.0 - spike_rate) ** rows_read)
+        reads = reads * (1.0 - (1.0 - bit_density) ** rows_read)
     return LayerCounts(
         rows=kk * in_channels,
         cols=cols,
@@ -183,10 +183,10 @@ def count_layer(
         crossbars_per_group=per_group,
         vectors=vectors,
         group_reads=reads,
-        conversions=reads * cols_avg,
+        conversions=reads * size,
         crossbar_cycles=reads * per_group * hw.columns_per_adc,
         row_activations=vectors * crossbars * bit_density * rows_avg * cols_avg,
-        adds=vectors * out_channels * ops.floor_div(adc_groups, col_blocks),
+        adds=vectors * out_channels * ops.floor_div(adc_groups, col_blocks) * row_passes,
         bits_in=vectors * kk * in_channels,
         neuron_updates=neurons,
         bits_out=neurons / pool_area,
@@ -196,8 +196,9 @@ def count_layer(
 def floorplan_tile_cells(hw: Hardware, rows: list[int], cols: list[int]) -> int:
     """Tile side in cells chosen as NeuroSim V1.4's floorplanner does (conventional mapping).
 
-    Start from the smallest power of two that holds the widest layer (at least 4 crossbars), then
-    halve it while that strictly improves the fraction of tile cells that hold weights.
+    Candidates run from the smallest power of two that holds the widest layer (at least 4
+    crossbars) down by halves while above 4 crossbars; the first candidate with the highest
+    fraction of tile cells holding weights wins.
     """
     size = hw.crossbar_size
     widest = max(cols)

@@ -30,10 +30,11 @@ class LayerCost:
     spike_rate: float
     passes: int
     crossbars: int
-    crossbars_allocated: int
+    crossbars_allocated: float
     tiles: float
     duplication: int
     conversions: float
+    cells: int
     neuron_state_bits: int
     area_mm2: Mapping[str, float]
     energy_uj: Mapping[str, float]
@@ -52,7 +53,7 @@ class LayerCost:
             "index": self.index, "name": self.name, "type": self.type, "params": self.params,
             "spike_rate": self.spike_rate, "passes": self.passes, "crossbars": self.crossbars,
             "crossbars_allocated": self.crossbars_allocated, "tiles": self.tiles,
-            "duplication": self.duplication, "adc_conversions": self.conversions,
+            "duplication": self.duplication, "adc_conversions": self.conversions, "cells": self.cells,
             "neuron_state_bits": self.neuron_state_bits,
             "area_mm2": self.area_total_mm2, "energy_uj": self.energy_total_uj,
             "latency_ms": self.latency_ms,
@@ -99,8 +100,16 @@ class CostReport:
         return sum(layer.neuron_state_bits for layer in self.layers)
 
     @property
-    def crossbars(self) -> int:
-        """Crossbars allocated on the chip (including tile fragmentation and duplication)."""
+    def memory_cells(self) -> int:
+        """Memory cells holding weights (parameters x cells per weight, both signs)."""
+        return sum(layer.cells for layer in self.layers)
+
+    @property
+    def crossbars(self) -> float:
+        """Crossbars allocated on the chip (including tile fragmentation and duplication).
+
+        With shared tiles a layer's share of a partly filled tile is fractional.
+        """
         return sum(layer.crossbars_allocated for layer in self.layers)
 
     @property
@@ -128,6 +137,7 @@ class CostReport:
         return {
             "network": self.network, "hardware": self.hardware, "timesteps": self.timesteps,
             "memory_params": self.memory_params, "memory_bits": self.memory_bits,
+            "memory_cells": self.memory_cells,
             "neuron_state_bits": self.neuron_state_bits, "crossbars": self.crossbars,
             "area_mm2": self.area_mm2, "latency_ms": self.latency_ms, "energy_uj": self.energy_uj,
             "energy_dynamic_uj": self.energy_dynamic_uj, "energy_leakage_uj": self.energy_leakage_uj,
@@ -148,18 +158,18 @@ class CostReport:
         for layer in self.layers:
             lines.append(
                 f"{layer.index:>3} {layer.name[:16]:<16} {layer.type:<6} {layer.params:>10,} "
-                f"{layer.spike_rate:>5.2f} {layer.crossbars_allocated:>6} "
+                f"{layer.spike_rate:>5.2f} {layer.crossbars_allocated:>6.0f} "
                 f"{layer.area_total_mm2:>9.3f} {layer.energy_total_uj:>10.3f} {layer.latency_ms:>11.4f}"
             )
         lines.append("-" * len(head))
         lines.append(
-            f"{'':>3} {'total':<16} {'':<6} {self.memory_params:>10,} {'':>5} {self.crossbars:>6} "
+            f"{'':>3} {'total':<16} {'':<6} {self.memory_params:>10,} {'':>5} {self.crossbars:>6.0f} "
             f"{self.area_mm2:>9.3f} {self.energy_uj:>10.3f} {self.latency_ms:>11.4f}"
         )
         lines.append("")
         lines.append(
-            f"memory  {self.memory_params:,} parameters, {self.memory_bits:,} weight bits, "
-            f"{self.neuron_state_bits:,} neuron-state bits"
+            f"memory  {self.memory_params:,} parameters, {self.memory_bits:,} weight bits in "
+            f"{self.memory_cells:,} cells, {self.neuron_state_bits:,} neuron-state bits"
         )
         lines.append("area    " + _parts(self.area_breakdown(), "mm2"))
         lines.append(
