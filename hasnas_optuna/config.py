@@ -1,0 +1,241 @@
+"""Study configuration files (TOML): dataset, chip, budgets, objectives, search space, training.
+
+Everything is checked when the file is read, before anything runs: an unknown key or a value of
+the wrong type or range is a :class:`~hasnas_optuna.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.cim import Budgets, Hardware, load_hardware
+from hasnas_optuna.data import DATASETS
+from hasnas_optuna.search_space import HardwareSpace, SearchSpace
+
+__all__ = [
+    "OBJECTIVES", "SAMPLERS", "DatasetConfig", "StudyConfig", "TrainingConfig", "load_config",
+]
+
+OBJECTIVES = ("accuracy", "memory", "area", "latency", "energy")
+"""What a study can optimise: validation accuracy (maximised) and the four costs (minimised)."""
+SAMPLERS = ("nsga2", "tpe", "random", "gp")
+PRUNERS = ("median", "none")
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which data to train on (see :mod:`hasnas_optuna.data`)."""
+
+    name: str = "digits"
+    path: str | None = None
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    max_train_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise ConfigError(f"dataset.name={self.name!r} is not known; use one of {', '.join(DATASETS)}")
+        _int("dataset.batch_size", self.batch_size, 1)
+        if self.max_train_samples is not None:
+            _int("dataset.max_train_samples", self.max_train_samples, 1)
+        _real("dataset.val_fraction", self.val_fraction, 0.0, 1.0)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return DATASET_SHAPES[self.name][0]
+
+    @property
+    def num_classes(self) -> int:
+        return DATASET_SHAPES[self.name][1]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How each trial trains."""
+
+    epochs: int = 3
+    lr: float = 2e-2
+    weight_decay: float = 0.0
+    accelerator: str = "auto"
+    pruner: str = "median"
+    progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        _int("training.epochs", self.epochs, 1)
+        _real("training.lr", self.lr, 0.0, 10.0)
+        _real("training.weight_decay", self.weight_decay, -1e-12, 1.0)
+        if self.accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+            raise ConfigError(f"training.accelerator={self.accelerator!r} is not allowed; "
+                              "use one of auto, cpu, gpu, cuda, mps")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"training.pruner={self.pruner!r} is not allowed; use one of {', '.join(PRUNERS)}")
+        if not isinstance(self.progress_bar, bool):
+            raise ConfigError(f"training.progress_bar={self.progress_bar!r} must be true or false")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study: what :func:`hasnas_optuna.study.run_search` runs.
+
+    Example:
+        >>> config = StudyConfig.from_dict({"budgets": {"energy": 1.0}, "study": {"n_trials": 4}})
+        >>> config.directions, config.budgets.energy, config.space.input_shape
+        (['maximize'], 1.0, (1, 8, 8))
+    """
+
+    name: str = "hasnas"
+    objectives: tuple[str, ...] = ("accuracy",)
+    sampler: str = "nsga2"
+    population_size: int = 10
+    seed: int = 0
+    n_trials: int = 20
+    timeout: float | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    hardware_preset: str = "neurosim-22nm"
+    hardware_overrides: Mapping[str, Any] = field(default_factory=dict)
+    budgets: Budgets = field(default_factory=Budgets)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"study.name={self.name!r} must be a non-empty string")
+        objectives = tuple(self.objectives) if isinstance(self.objectives, (list, tuple)) else (self.objectives,)
+        if not objectives or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
+            raise ConfigError(f"study.objectives={list(objectives)!r} must start with \"accuracy\" and not repeat")
+        for name in objectives:
+            if name not in OBJECTIVES:
+                raise ConfigError(f"study.objectives has {name!r}; use names from {', '.join(OBJECTIVES)}")
+        object.__setattr__(self, "objectives", objectives)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"study.sampler={self.sampler!r} is not allowed; use one of {', '.join(SAMPLERS)}")
+        _int("study.population_size", self.population_size, 2)
+        _int("study.seed", self.seed, 0)
+        _int("study.n_trials", self.n_trials, 1)
+        if self.timeout is not None:
+            _real("study.timeout", self.timeout, 0.0, math.inf)
+        if self.space.input_shape != self.dataset.input_shape or self.space.num_classes != self.dataset.num_classes:
+            raise ConfigError("space input_shape/num_classes do not match the dataset "
+                              f"{self.dataset.name!r} ({self.dataset.input_shape}, {self.dataset.num_classes})")
+        hardware = self.hardware()  # fails early on an unknown preset or a bad knob
+        if self.space.hardware is not None:
+            self.space.hardware.check(hardware)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if name == "accuracy" else "minimize" for name in self.objectives]
+
+    def hardware(self) -> Hardware:
+        """The base chip: the preset with the configured knob overrides."""
+        try:
+            return load_hardware(self.hardware_preset, **self.hardware_overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"hardware: {exc}") from None
+
+    def search_space_fingerprint(self) -> dict[str, Any]:
+        """What must not change when a stored study is resumed (same parameters, same meaning)."""
+        return {
+            "objectives": list(self.objectives),
+            "dataset": self.dataset.name,
+            "parameters": {name: repr(dist) for name, dist in self.space.distributions().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "config") -> StudyConfig:
+        """Read the TOML layout (sections study, dataset, hardware, budgets, space, training)."""
+        _keys(data, {"study", "dataset", "hardware", "budgets", "space", "training"}, origin, "")
+        study = _section(data, "study", origin)
+        _keys(study, {"name", "objectives", "sampler", "population_size", "seed", "n_trials", "timeout"},
+              origin, "study")
+        dataset = DatasetConfig(**_typed(_section(data, "dataset", origin), DatasetConfig, origin, "dataset"))
+        hw = dict(_section(data, "hardware", origin))
+        preset = hw.pop("preset", "neurosim-22nm")
+        budgets = _section(data, "budgets", origin)
+        _keys(budgets, set(Budgets.NAMES), origin, "budgets")
+        space_raw = dict(_section(data, "space", origin))
+        _keys(space_raw, {f.name for f in fields(SearchSpace)} - {"input_shape", "num_classes"}, origin, "space")
+        hw_space = space_raw.pop("hardware", None)
+        if hw_space is not None:
+            if not isinstance(hw_space, Mapping):
+                raise ConfigError(f"{origin}: [space.hardware] must be a table")
+            _keys(hw_space, {f.name for f in fields(HardwareSpace)}, origin, "space.hardware")
+            space_raw["hardware"] = HardwareSpace(**hw_space)
+        training = _section(data, "training", origin)
+        _keys(training, {f.name for f in fields(TrainingConfig)}, origin, "training")
+        try:
+            return cls(
+                **study,
+                dataset=dataset,
+                hardware_preset=preset,
+                hardware_overrides=hw,
+                budgets=Budgets(**budgets),
+                space=SearchSpace(input_shape=dataset.input_shape, num_classes=dataset.num_classes, **space_raw),
+                training=TrainingConfig(**training),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+        except TypeError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_config(path: str | Path | None) -> StudyConfig:
+    """Read a study TOML file; ``None`` gives the embedded digits study (``studies/digits.toml``)."""
+    if path is None:
+        return StudyConfig.from_dict(tomllib.loads(_bundled("digits")), origin="digits (built in)")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    return StudyConfig.from_dict(data, origin=str(path))
+
+
+def _bundled(name: str) -> str:
+    from importlib import resources
+
+    return (resources.files("hasnas_optuna") / "studies" / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def _section(data: Mapping[str, Any], name: str, origin: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{origin}: [{name}] must be a table")
+    return dict(value)
+
+
+def _keys(data: Mapping[str, Any], allowed: set[str], origin: str, section: str) -> None:
+    for key in data:
+        if key not in allowed:
+            where = f"{section}.{key}" if section else key
+            raise ConfigError(f"{origin}: unknown key {where!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _typed(data: dict[str, Any], cls: type, origin: str, section: str) -> dict[str, Any]:
+    _keys(data, {f.name for f in fields(cls)}, origin, section)
+    return data
+
+
+def _int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def _real(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise ConfigError(f"{name}={value!r} must be a number in ({low}, {high})")

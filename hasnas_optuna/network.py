@@ -1,0 +1,283 @@
+"""The torch module of an :class:`~hasnas_optuna.architecture.Architecture`: snntorch LIF neurons.
+
+Execution is multi-step: a tensor carries all timesteps as ``[T, B, ...]``; stateless layers
+(conv, batch norm, pooling, linear) run once on the timesteps folded into the batch, and only the
+LIF recurrence loops over time. A static direct-encoded input makes the stem run once. A cell
+with backward (temporal feedback) edges needs the previous step's values, so it runs step by step.
+
+Every crossbar-mapped layer of :meth:`Architecture.to_network` is one ``nn.Conv2d``/``nn.Linear``
+here under the same name (dots become ``__``), and each reads spikes, except the stem under direct
+encoding, which reads the analog image. Where spikes come from:
+
+* a cell node with outgoing conv edges has one LIF population; its conv edges read its spikes,
+  while ``skip`` and ``avgpool3x3`` edges carry the node's analog value (SNASNet);
+* ``reduce`` reads the LIF spikes of Cell A's output; the classifier reads the LIF spikes of the
+  2x2-pooled output of Cell B (``fc_out`` those of ``fc_hidden`` when there is one);
+* the output is a non-spiking leaky integrator of ``fc_out``; logits are its mean over time.
+
+Each neuron is an ``snntorch.Leaky`` driven with explicit membrane state; :func:`release_neurons`
+removes a network's neurons from snntorch's global registry (snn.md section 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import snntorch
+import torch
+from snntorch import spikegen, surrogate
+from torch import nn
+
+from hasnas_optuna.architecture import EDGES, KERNELS, Architecture, Cell
+
+__all__ = ["SpikingNetwork", "build_network", "release_neurons"]
+
+Tensor = torch.Tensor
+
+
+def _surrogate(name: str, slope: float) -> Callable[..., Tensor]:
+    if name == "atan":
+        return surrogate.atan(alpha=slope)
+    if name == "fast_sigmoid":
+        return surrogate.fast_sigmoid(slope=slope)
+    return surrogate.sigmoid(slope=slope)
+
+
+class LIF(nn.Module):
+    """A population of leaky integrate-and-fire neurons (snntorch ``Leaky``, subtractive reset)."""
+
+    def __init__(self, beta: float, threshold: float, spike_grad: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.neuron = snntorch.Leaky(beta=beta, threshold=threshold, spike_grad=spike_grad, init_hidden=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[T, B, ...]`` input currents -> ``[T, B, ...]`` spikes, starting from rest."""
+        mem = torch.zeros_like(x[0])
+        out = []
+        for step in x:
+            spk, mem = self.neuron(step, mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    def step(self, x: Tensor, mem: Tensor) -> tuple[Tensor, Tensor]:
+        """One timestep with explicit state: ``(spikes, new membrane)``."""
+        spk, mem = self.neuron(x, mem)
+        return spk, mem
+
+
+def _fold(module: nn.Module, x: Tensor) -> Tensor:
+    """Apply a stateless module to ``[T, B, ...]`` with the timesteps folded into the batch."""
+    steps, batch = x.shape[:2]
+    y = module(x.reshape(steps * batch, *x.shape[2:]))
+    return y.reshape(steps, batch, *y.shape[1:])
+
+
+class _ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout))
+
+
+class _CellModule(nn.Module):
+    """One SNASNet-style cell: node values are sums of edge outputs (see the module docstring)."""
+
+    def __init__(self, cell: Cell, channels: int, make_lif: Callable[[], LIF], prefix: str) -> None:
+        super().__init__()
+        self.cell = cell
+        self.prefix = prefix
+        self.ops = nn.ModuleDict()
+        self.forward_edges: list[tuple[int, int, str, str]] = []  # (src, dst, op, layer key)
+        for k, ((src, dst), op) in enumerate(zip(EDGES, cell.edges, strict=True)):
+            if op != "zero":
+                key = f"{prefix}.e{k}.{op}"
+                self.forward_edges.append((src, dst, op, key))
+                if op in KERNELS:
+                    self.ops[_key(key)] = _ConvBN(channels, channels, KERNELS[op])
+        self.backward_edges: list[tuple[int, int, str, str]] = []
+        for src, dst, op in cell.backward:
+            key = f"{prefix}.b{src}to{dst}.{op}"
+            self.backward_edges.append((src, dst, op, key))
+            if op in KERNELS:
+                self.ops[_key(key)] = _ConvBN(channels, channels, KERNELS[op])
+        spiking = {src for src, _, op, _ in self.forward_edges + self.backward_edges if op in KERNELS}
+        self.lifs = nn.ModuleDict({str(node): make_lif() for node in sorted(spiking)})
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+
+    def _edge(self, op: str, key: str, value: Tensor, spikes: Tensor | None, net: SpikingNetwork,
+              folded: bool) -> Tensor:
+        if op == "skip":
+            return value
+        if op == "avgpool3x3":
+            return _fold(self.pool, value) if folded else self.pool(value)
+        assert spikes is not None
+        net.record(key, spikes)
+        module = self.ops[_key(key)]
+        return _fold(module, spikes) if folded else module(spikes)
+
+    def forward(self, x: Tensor, net: SpikingNetwork) -> Tensor:
+        if self.backward_edges:
+            return self._per_step(x, net)
+        values: dict[int, Tensor] = {0: x}
+        spikes: dict[int, Tensor] = {}
+        for node in (1, 2, 3):
+            for src in range(node):
+                if str(src) in self.lifs and src not in spikes and src in values:
+                    spikes[src] = self.lifs[str(src)](values[src])
+            total: Tensor | None = None
+            for src, dst, op, key in self.forward_edges:
+                if dst == node and src in values:
+                    out = self._edge(op, key, values[src], spikes.get(src), net, folded=True)
+                    total = out if total is None else total + out
+            if total is not None:
+                values[node] = total
+        return values[3]
+
+    def _per_step(self, x: Tensor, net: SpikingNetwork) -> Tensor:
+        # feedback into a node starts at zero, so a node fed only by a backward edge exists at step 0
+        feedback: dict[int, Tensor] = {dst: torch.zeros_like(x[0]) for _, dst, _, _ in self.backward_edges}
+        mems: dict[int, Tensor] = {}
+        outputs = []
+        for step in x:
+            values: dict[int, Tensor] = {0: step + feedback[0] if 0 in feedback else step}
+            spikes: dict[int, Tensor] = {}
+
+            def spikes_of(node: int, values: dict[int, Tensor] = values, spikes: dict[int, Tensor] = spikes
+                          ) -> Tensor | None:
+                if str(node) not in self.lifs:
+                    return None
+                if node not in spikes:
+                    value = values[node]
+                    spk, mems[node] = self.lifs[str(node)].step(value, mems.get(node, torch.zeros_like(value)))
+                    spikes[node] = spk
+                return spikes[node]
+
+            for node in (1, 2, 3):
+                total: Tensor | None = feedback.get(node)
+                for src, dst, op, key in self.forward_edges:
+                    if dst == node and src in values:
+                        out = self._edge(op, key, values[src], spikes_of(src), net, folded=False)
+                        total = out if total is None else total + out
+                if total is not None:
+                    values[node] = total
+            feedback = {}
+            for src, dst, op, key in self.backward_edges:
+                out = self._edge(op, key, values[src], spikes_of(src), net, folded=False)
+                feedback[dst] = out if dst not in feedback else feedback[dst] + out
+            outputs.append(values[3])
+        return torch.stack(outputs)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class SpikingNetwork(nn.Module):
+    """The spiking network of an architecture; ``forward`` maps images to class logits.
+
+    Example:
+        >>> from hasnas_optuna.architecture import Architecture, Cell
+        >>> cell = Cell.from_matrix("0302 0030 3003 0000")
+        >>> arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=8)
+        >>> net = build_network(arch)
+        >>> net(torch.rand(5, 1, 8, 8)).shape
+        torch.Size([5, 10])
+        >>> net.crossbar_weights() == arch.to_network().params
+        True
+    """
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = arch
+        spike_grad = _surrogate(arch.surrogate, arch.surrogate_slope)
+
+        def make_lif() -> LIF:
+            return LIF(arch.beta, arch.threshold, spike_grad)
+
+        c, h, w = arch.input_shape
+        width = arch.channels
+        self.stem = _ConvBN(c, width, 3)
+        self.cell_a = _CellModule(arch.cell_a, width, make_lif, "cell_a")
+        self.reduce_lif = make_lif()
+        self.reduce = nn.Sequential(_ConvBN(width, 2 * width, 3), nn.AvgPool2d(2))
+        self.cell_b = _CellModule(arch.cell_b, 2 * width, make_lif, "cell_b")
+        self.head_pool = nn.AvgPool2d(2)
+        self.head_lif = make_lif()
+        flat = 2 * width * (h // 4) * (w // 4)
+        self.fc_hidden: nn.Linear | None = None
+        self.hidden_lif: LIF | None = None
+        if arch.hidden_features:
+            self.fc_hidden = nn.Linear(flat, arch.hidden_features, bias=False)
+            self.hidden_lif = make_lif()
+            flat = arch.hidden_features
+        self.fc_out = nn.Linear(flat, arch.num_classes)
+        self.readout = snntorch.Leaky(beta=arch.beta, reset_mechanism="none", init_hidden=False)
+        self._rates: dict[str, list[float]] | None = None
+
+    # -- spike-rate recording ---------------------------------------------------------------------
+
+    def start_recording(self) -> None:
+        """Accumulate each crossbar layer's mean input spike rate over the following forwards."""
+        self._rates = {}
+
+    def stop_recording(self) -> dict[str, float]:
+        """Mean input spike rate per layer name since :meth:`start_recording`."""
+        rates = self._rates or {}
+        self._rates = None
+        return {name: total / count for name, (total, count) in rates.items()}
+
+    def record(self, name: str, spikes: Tensor) -> None:
+        if self._rates is not None:
+            total, count = self._rates.get(name, [0.0, 0.0])
+            self._rates[name] = [total + float(spikes.detach().float().mean()) * spikes.numel(),
+                                 count + spikes.numel()]
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``[B, c, H, W]`` in [0, 1] -> ``[T, B, c, H, W]`` stem input (``[1, ...]`` if static)."""
+        steps = self.arch.timesteps
+        if self.arch.encoding == "direct":
+            return images.unsqueeze(0)
+        if self.arch.encoding == "rate":
+            return spikegen.rate(images.clamp(0, 1), num_steps=steps)
+        return spikegen.latency(images.clamp(0, 1), num_steps=steps, normalize=True, linear=True)
+
+    def forward(self, images: Tensor) -> Tensor:
+        steps = self.arch.timesteps
+        encoded = self.encode(images)
+        self.record("stem", encoded)
+        stem = _fold(self.stem, encoded)
+        if stem.shape[0] != steps:  # static input: computed once, presented at every step
+            stem = stem.expand(steps, *stem.shape[1:])
+        a = self.cell_a(stem, self)
+        spikes = self.reduce_lif(a)
+        self.record("reduce", spikes)
+        b = self.cell_b(_fold(self.reduce, spikes), self)
+        spikes = self.head_lif(_fold(self.head_pool, b)).flatten(2)
+        if self.fc_hidden is not None and self.hidden_lif is not None:
+            self.record("fc_hidden", spikes)
+            spikes = self.hidden_lif(_fold(self.fc_hidden, spikes))
+        self.record("fc_out", spikes)
+        current = _fold(self.fc_out, spikes)
+        mem = torch.zeros_like(current[0])
+        total = torch.zeros_like(current[0])
+        for step in current:
+            _, mem = self.readout(step, mem)
+            total = total + mem
+        return total / steps
+
+    def crossbar_weights(self) -> int:
+        """Weights of the conv and linear layers (what the cost model maps onto crossbars)."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def build_network(arch: Architecture) -> SpikingNetwork:
+    """Build the torch module of ``arch`` (CPU, float32; move it with ``.to(device)``)."""
+    return SpikingNetwork(arch)
+
+
+def release_neurons(net: nn.Module) -> None:
+    """Drop ``net``'s neurons from snntorch's class-level registry (it otherwise only grows)."""
+    ours = {id(m) for m in net.modules() if isinstance(m, snntorch.SpikingNeuron)}
+    registry: list[Any] = snntorch.SpikingNeuron.instances
+    registry[:] = [n for n in registry if id(n) not in ours]

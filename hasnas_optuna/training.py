@@ -1,0 +1,200 @@
+"""Training one architecture: a LightningModule, a Trainer per trial, and the callbacks around it.
+
+One trial is one :class:`SNNClassifier` + one data module + one ``Trainer`` + callbacks
+(STYLE.md, Lightning section). Validation accuracy is the objective; the test split is evaluated
+for the report; the last validation epoch records each crossbar layer's input spike rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hasnas_optuna._errors import HasnasError
+from hasnas_optuna.architecture import Architecture
+from hasnas_optuna.network import SpikingNetwork, build_network, release_neurons
+
+__all__ = ["SNNClassifier", "TrainingResult", "TrialFailed", "train_architecture"]
+
+
+class TrialFailed(HasnasError):
+    """Training could not finish (NaN loss, diverging state, out of memory); the reason says why."""
+
+
+class SNNClassifier(pl.LightningModule):
+    """Cross-entropy on the mean output membrane, Adam with a cosine schedule.
+
+    Args:
+        architecture: What to build.
+        lr: Adam learning rate (SNNs on small data like large ones: snn.md section 3.3).
+        weight_decay: Adam weight decay.
+        epochs: Length of the cosine schedule.
+    """
+
+    def __init__(self, architecture: Architecture, *, lr: float = 2e-2, weight_decay: float = 0.0,
+                 epochs: int = 10) -> None:
+        super().__init__()
+        self.architecture = architecture
+        self.network: SpikingNetwork = build_network(architecture)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.layer_names = [layer.name for layer in architecture.to_network().layers]
+        self.spike_rates: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        if not torch.isfinite(loss):
+            raise TrialFailed(f"training loss became {float(loss)} at epoch {self.current_epoch}")
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log(f"{prefix}_loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(labels))
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        self.log(f"{prefix}_acc", accuracy, on_epoch=True, prog_bar=prefix == "val", batch_size=len(labels))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.network.start_recording()
+
+    def on_validation_epoch_end(self) -> None:
+        self.spike_rates = self.network.stop_recording()
+        if not self.trainer.sanity_checking:
+            metrics = self.trainer.callback_metrics
+            self.history.append({
+                "epoch": float(self.current_epoch),
+                **{k: float(metrics[k]) for k in ("train_loss", "val_loss", "val_acc") if k in metrics},
+            })
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def measured_rates(self) -> list[float | None]:
+        """Input spike rate per cost-model layer, in layer order, from the last validation epoch."""
+        return [self.spike_rates.get(name) for name in self.layer_names]
+
+
+@dataclass
+class TrainingResult:
+    """What one training run produced."""
+
+    val_accuracy: float
+    test_accuracy: float | None
+    spike_rates: list[float | None]
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_architecture(
+    architecture: Architecture,
+    datamodule: pl.LightningDataModule,
+    *,
+    epochs: int = 3,
+    lr: float = 2e-2,
+    weight_decay: float = 0.0,
+    accelerator: str = "auto",
+    callbacks: list[pl.Callback] | None = None,
+    progress_bar: bool = False,
+    test: bool = True,
+    seed: int = 0,
+    logger: Any = False,
+    on_module: Callable[[SNNClassifier], None] | None = None,
+) -> TrainingResult:
+    """Train ``architecture`` on ``datamodule`` with one fresh Trainer; raise :class:`TrialFailed`.
+
+    Example:
+        >>> from hasnas_optuna.architecture import Architecture, Cell
+        >>> from hasnas_optuna.data import DigitsDataModule
+        >>> cell = Cell.from_matrix("0302 0030 3003 0000")
+        >>> arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=8)
+        >>> result = train_architecture(arch, DigitsDataModule(), epochs=1, test=False)
+        >>> 0.0 <= result.val_accuracy <= 1.0 and len(result.spike_rates) == len(arch.to_network().layers)
+        True
+    """
+    import time
+
+    pl.seed_everything(seed, workers=False, verbose=False)
+    module = SNNClassifier(architecture, lr=lr, weight_decay=weight_decay, epochs=epochs)
+    if on_module is not None:
+        on_module(module)
+    start = time.perf_counter()
+    try:
+        with _quiet_lightning():
+            trainer = pl.Trainer(
+                max_epochs=epochs, accelerator=accelerator, devices=1, logger=logger,
+                callbacks=callbacks or [], enable_checkpointing=False, enable_progress_bar=progress_bar,
+                enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+            )
+            trainer.fit(module, datamodule=datamodule)
+            val = trainer.callback_metrics.get("val_acc")
+            rates = module.measured_rates()
+            history = list(module.history)
+            test_acc = None
+            if test:
+                results = trainer.test(module, datamodule=datamodule, verbose=False)
+                test_acc = float(results[0]["test_acc"]) if results else None
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TrialFailed(f"out of memory: {str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise TrialFailed(f"out of memory: {str(exc).splitlines()[0]}") from None
+        raise
+    finally:
+        release_neurons(module)
+    if val is None or not math.isfinite(float(val)):
+        raise TrialFailed("no validation accuracy was logged (empty validation split?)")
+    return TrainingResult(
+        val_accuracy=float(val), test_accuracy=test_acc, spike_rates=rates, epochs=trainer.current_epoch,
+        seconds=time.perf_counter() - start, history=history,
+    )
+
+
+class _quiet_lightning:
+    """Silence Lightning's per-Trainer banners ("GPU available", tips) while a trial trains."""
+
+    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
+
+    def __enter__(self) -> None:
+        self.levels = {name: logging.getLogger(name).level for name in self.names}
+        for name in self.names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")
+
+    def __exit__(self, *exc: object) -> None:
+        self.warnings.__exit__(*exc)
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """All trainable parameters (weights, biases, batch norm)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
