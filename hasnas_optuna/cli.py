@@ -6,6 +6,7 @@ Every error a user can cause is reported as one line on stderr with exit status 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -43,6 +44,31 @@ def _cost(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from hasnas_optuna.config import load_config
+    from hasnas_optuna.study import best_rows, format_best, run_search
+
+    config = load_config(args.config)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    storage = args.storage
+    study = run_search(
+        config, storage=storage, study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
+    )
+    print()
+    print(format_best(study, best_rows(study), storage=storage))
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from hasnas_optuna.study import best_rows, format_best, load_study, rows_json
+
+    study = load_study(args.storage, args.study_name)
+    rows = best_rows(study, limit=args.limit)
+    print(rows_json(rows) if args.json else format_best(study, rows, storage=args.storage))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -50,6 +76,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
 
 
@@ -111,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="HASNAS's budgets: 4e6 parameters, 100 mm^2, 400 ms, 120 uJ "
                       "(a --max-* flag given with it replaces that one budget)")
     cost.set_defaults(handler=_cost)
+
+    search = sub.add_parser(
+        "search", help="run (or resume) a hardware-aware search",
+        description="Search spiking networks that meet a chip's budgets. Without CONFIG it runs the "
+        "embedded digits study (studies/digits.toml). Rerunning with the same study name resumes.",
+    )
+    search.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
+    search.add_argument("--storage", default="sqlite:///hasnas.db", metavar="URL",
+                        help="Optuna storage URL (default: %(default)s)")
+    search.add_argument("--study-name", metavar="NAME", help="study name (default: the config's)")
+    search.add_argument("--n-trials", type=_positive_int, metavar="N",
+                        help="finished trials the study should hold (default: the config's)")
+    search.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
+    search.add_argument("--seed", type=_non_negative_int, metavar="S", help="sampler and training seed")
+    search.set_defaults(handler=_search)
+
+    best = sub.add_parser("best", help="print the best feasible trials of a study")
+    best.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
+    best.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    best.add_argument("--limit", type=_positive_int, default=10, metavar="N", help="rows (default: %(default)s)")
+    best.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    best.set_defaults(handler=_best)
     return parser
 
 

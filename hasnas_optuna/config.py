@@ -7,11 +7,12 @@ the wrong type or range is a :class:`~hasnas_optuna.ConfigError` that names the 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim import Budgets, Hardware, load_hardware

@@ -22,7 +22,7 @@ removes a network's neurons from snntorch's global registry (snn.md section 1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import snntorch
 import torch
@@ -147,7 +147,8 @@ class _CellModule(nn.Module):
                     return None
                 if node not in spikes:
                     value = values[node]
-                    spk, mems[node] = self.lifs[str(node)].step(value, mems.get(node, torch.zeros_like(value)))
+                    lif = cast(LIF, self.lifs[str(node)])
+                    spk, mems[node] = lif.step(value, mems.get(node, torch.zeros_like(value)))
                     spikes[node] = spk
                 return spikes[node]
 

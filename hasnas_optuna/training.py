@@ -7,10 +7,11 @@ for the report; the last validation epoch records each crossbar layer's input sp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,24 +175,21 @@ def train_architecture(
     )
 
 
-class _quiet_lightning:
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-Trainer banners ("GPU available", tips) while a trial trains."""
-
     names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
-
-    def __enter__(self) -> None:
-        self.levels = {name: logging.getLogger(name).level for name in self.names}
-        for name in self.names:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        self.warnings = warnings.catch_warnings()
-        self.warnings.__enter__()
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=".*treespec.*")
-
-    def __exit__(self, *exc: object) -> None:
-        self.warnings.__exit__(*exc)
-        for name, level in self.levels.items():
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+            warnings.filterwarnings("ignore", message=".*treespec.*")
+            yield
+    finally:
+        for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
 
 

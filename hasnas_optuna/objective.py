@@ -1,0 +1,171 @@
+"""The Optuna objective of a HASNAS study: sample, cost, maybe train, constrain.
+
+Per trial:
+
+1. suggest an architecture (and chip knobs, when the space searches them);
+2. cost it with the CIM model at the chip's prior spike rates; every cost becomes a user
+   attribute ``cost/<name>``;
+3. if those costs already break a budget, the network is **not trained** (early pruning). The
+   trial still ends COMPLETE, with its real constraint values and the worst accuracy (0.0):
+   Optuna's constrained samplers only learn from COMPLETE trials (NSGA-II ignores PRUNED ones
+   entirely, optuna.md sections 3 and 4), and Deb's constrained domination ranks such a trial by
+   how far it breaks the budgets, so the sampler learns where the boundary is;
+4. otherwise it is trained; energy is re-estimated from the spike rates measured in the last
+   validation epoch and the final constraints use that;
+5. each budget becomes ``trial.set_constraint(name, cost / budget - 1)``, set once (Optuna 5's
+   constraints are write-once) on every trial, with the same names in the same order
+   (memory, area, latency, energy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+
+from hasnas_optuna.architecture import Architecture
+from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
+from hasnas_optuna.config import StudyConfig
+from hasnas_optuna.data import make_datamodule
+from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
+from hasnas_optuna.training import TrialFailed, train_architecture
+
+__all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "set_budget_constraints"]
+
+_LOG = logging.getLogger("hasnas_optuna")
+COST_KEYS = {"memory": "memory_params", "area": "area_mm2", "latency": "latency_ms", "energy": "energy_uj"}
+"""Budget/objective name -> :class:`CostReport` attribute."""
+
+
+def set_budget_constraints(trial: optuna.Trial, budgets: Budgets, report: CostReport) -> dict[str, float]:
+    """Set ``cost / budget - 1`` for every set budget (<= 0 is feasible) and return them.
+
+    Example:
+        >>> from hasnas_optuna.cim import Layer, Network, load_hardware
+        >>> study = optuna.create_study()
+        >>> trial = study.ask()
+        >>> report = estimate_cost(Network([Layer.linear(64, 10)]), load_hardware(), timesteps=2)
+        >>> set_budget_constraints(trial, Budgets(memory=1280), report)
+        {'memory': -0.5}
+    """
+    slack = {name: value for name, _, _, value in budgets.check(report)}
+    for name, value in slack.items():
+        trial.set_constraint(name, value)
+    return slack
+
+
+class PruneOnValidation(pl.Callback):
+    """Report validation accuracy to Optuna each epoch and stop the trial when the pruner says so.
+
+    Single-objective studies only: Optuna's pruners cannot judge several objectives.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_acc") -> None:
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.monitor} below the pruner's threshold at epoch {epoch}")
+
+
+class HasnasObjective:
+    """Callable objective for ``study.optimize``: one HASNAS trial (see the module docstring).
+
+    Args:
+        config: The study configuration.
+        datamodule: Data to train on; by default the config's dataset. Any LightningDataModule
+            whose batches are ``(images in [0, 1], labels)`` works.
+    """
+
+    def __init__(self, config: StudyConfig, datamodule: pl.LightningDataModule | None = None) -> None:
+        self.config = config
+        self.hardware = config.hardware()
+        if datamodule is None:
+            ds = config.dataset
+            datamodule = make_datamodule(
+                ds.name, path=ds.path, batch_size=ds.batch_size, val_fraction=ds.val_fraction,
+                seed=config.seed, max_train_samples=ds.max_train_samples,
+            )
+        self.datamodule = datamodule
+
+    def sample(self, trial: optuna.Trial) -> tuple[Architecture, Hardware]:
+        """Suggest this trial's architecture and chip."""
+        space = self.config.space
+        arch = suggest_architecture(trial, space)
+        chip = suggest_hardware(trial, space, self.hardware) if space.hardware is not None else self.hardware
+        return arch, chip
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        config = self.config
+        arch, chip = self.sample(trial)
+        network = arch.to_network()
+        prior = estimate_cost(network, chip)
+        _record_costs(trial, "prior", prior)
+        trial.set_user_attr("architecture", json.loads(arch.to_json()))
+        trial.set_user_attr("summary", arch.summary())
+        slack = {name: value for name, _, _, value in config.budgets.check(prior)}
+        if any(value > 0 for value in slack.values()):
+            set_budget_constraints(trial, config.budgets, prior)
+            trial.set_user_attr("trained", False)
+            trial.set_user_attr("status", "infeasible before training: " + ", ".join(
+                name for name, value in slack.items() if value > 0))
+            return self._values(0.0, prior)
+        callbacks: list[pl.Callback] = []
+        if len(config.objectives) == 1 and config.training.pruner != "none":
+            callbacks.append(PruneOnValidation(trial))
+        training = config.training
+        try:
+            result = train_architecture(
+                arch, self.datamodule, epochs=training.epochs, lr=training.lr,
+                weight_decay=training.weight_decay, accelerator=training.accelerator, callbacks=callbacks,
+                progress_bar=training.progress_bar, seed=config.seed + trial.number,
+            )
+        except optuna.TrialPruned:
+            set_budget_constraints(trial, config.budgets, prior)
+            trial.set_user_attr("trained", True)
+            trial.set_user_attr("status", "pruned on validation accuracy")
+            raise
+        except TrialFailed as exc:
+            trial.set_user_attr("trained", True)
+            trial.set_user_attr("status", f"failed: {exc}")
+            raise
+        measured = estimate_cost(network, chip, spike_rates=result.spike_rates)
+        _record_costs(trial, "measured", measured)
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("spike_rates", {
+            layer.name: rate for layer, rate in zip(network.layers, result.spike_rates, strict=True)
+        })
+        trial.set_user_attr("train_seconds", result.seconds)
+        trial.set_user_attr("history", result.history)
+        final = set_budget_constraints(trial, config.budgets, measured)
+        trial.set_user_attr("status", "trained" if all(v <= 0 for v in final.values())
+                            else "trained; infeasible at measured spike rates")
+        return self._values(result.val_accuracy, measured)
+
+    def _values(self, accuracy: float, report: CostReport) -> float | tuple[float, ...]:
+        values = [accuracy if name == "accuracy" else float(getattr(report, COST_KEYS[name]))
+                  for name in self.config.objectives]
+        return values[0] if len(values) == 1 else tuple(values)
+
+
+def _record_costs(trial: optuna.Trial, stage: str, report: CostReport) -> None:
+    costs: dict[str, Any] = {
+        "memory_params": report.memory_params, "memory_bits": report.memory_bits,
+        "area_mm2": report.area_mm2, "latency_ms": report.latency_ms, "energy_uj": report.energy_uj,
+        "energy_dynamic_uj": report.energy_dynamic_uj, "energy_leakage_uj": report.energy_leakage_uj,
+    }
+    for key, value in costs.items():
+        trial.set_user_attr(f"cost/{key}" if stage == "measured" else f"{stage}/{key}", value)
+    if stage == "prior":  # until training measures rates, the prior costs are the trial's costs
+        for key, value in costs.items():
+            trial.set_user_attr(f"cost/{key}", value)
