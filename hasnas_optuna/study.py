@@ -54,6 +54,9 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
     except Exception as exc:  # SQLAlchemy errors: unreachable server, read-only file, bad URL
         raise ConfigError(f"cannot open storage {storage!r}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]}") from None
+    if [d.name.lower() for d in study.directions] != config.directions:
+        raise ConfigError(f"study {name!r} has directions {[d.name.lower() for d in study.directions]}, "
+                          f"the config asks for {config.directions}")
     fingerprint = config.search_space_fingerprint()
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
@@ -66,9 +69,6 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
             f"study {name!r} in this storage was made with another search space or objectives; "
             "use a new --study-name (or the config it was made with)"
         )
-    if [d.name.lower() for d in study.directions] != config.directions:
-        raise ConfigError(f"study {name!r} has directions {[d.name.lower() for d in study.directions]}, "
-                          f"the config asks for {config.directions}")
     return study
 
 

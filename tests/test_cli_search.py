@@ -1,0 +1,66 @@
+"""``hasnas search`` and ``hasnas best`` as a user runs them, against a temporary SQLite file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = """
+[study]
+name = "tiny"
+n_trials = 2
+population_size = 2
+[budgets]
+area = 100.0
+energy = 10.0
+[space]
+channels = [4]
+hidden_features = [0]
+timesteps = [2]
+encodings = ["direct"]
+[training]
+epochs = 1
+pruner = "none"
+"""
+
+
+def hasnas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hasnas_optuna.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_search_resume_and_best(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    run = hasnas("search", str(config), "--storage", storage, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "trial   0" in run.stdout and "trial   1" in run.stdout
+    assert f"optuna-dashboard {storage}" in run.stdout
+    assert "Traceback" not in run.stderr
+    again = hasnas("search", str(config), "--storage", storage, "--n-trials", "3", cwd=tmp_path)
+    assert "study 'tiny': 2 finished trials, running 1 more" in again.stdout
+    assert "trial   2" in again.stdout
+    best = hasnas("best", "--storage", storage, "--study-name", "tiny", "--json", cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    rows = json.loads(best.stdout)
+    assert rows and {"trial", "val_accuracy", "memory_params", "area_mm2", "latency_ms", "energy_uj",
+                     "architecture"} <= set(rows[0])
+    assert rows == sorted(rows, key=lambda r: -r["val_accuracy"])
+    table = hasnas("best", "--storage", storage, "--study-name", "tiny", cwd=tmp_path)
+    assert "3 trials" in table.stdout and "val acc" in table.stdout
+
+
+def test_search_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training]\nepoch = 1\n")
+    run = hasnas("search", str(bad), "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip() == (f"hasnas search: error: {bad}: unknown key 'training.epoch'; allowed: "
+                                  "accelerator, epochs, lr, progress_bar, pruner, weight_decay")
+    assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was written
+    missing = hasnas("best", "--storage", f"sqlite:///{tmp_path / 'y.db'}", "--study-name", "nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "no study 'nope'" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

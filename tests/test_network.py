@@ -1,0 +1,97 @@
+"""The torch network: every sampled architecture builds, runs, trains a step, and matches its cost model."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import snntorch
+import torch
+
+from hasnas_optuna.architecture import Architecture, Cell
+from hasnas_optuna.network import build_network, release_neurons
+from hasnas_optuna.search_space import SearchSpace, suggest_architecture
+
+
+def sampled(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    archs = []
+    for _ in range(n):
+        trial = study.ask()
+        archs.append(suggest_architecture(trial, space))
+        study.tell(trial, 0.0)
+    return archs
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_every_sampled_architecture_builds_runs_and_matches_the_cost_model(backward: bool) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace(backward_edges=backward, channels=(4, 8), hidden_features=(0, 16))
+    for arch in sampled(space, 25, seed=3):
+        net = build_network(arch)
+        layers = arch.to_network().layers
+        # what we cost is what we train: crossbar-mapped weights equal the cost model's parameters
+        assert net.crossbar_weights() == sum(layer.params for layer in layers)
+        net.start_recording()
+        logits = net(torch.rand(4, *arch.input_shape))
+        rates = net.stop_recording()
+        assert logits.shape == (4, arch.num_classes) and torch.isfinite(logits).all()
+        # every crossbar layer saw spikes (or, the direct-encoded stem, the analog image) and nothing else did
+        assert set(rates) == {layer.name for layer in layers}
+        assert all(0.0 <= rate <= 1.0 for rate in rates.values())
+        logits.sum().backward()
+        if not backward:  # a feedback loop may need more than T steps to reach the output
+            assert all(p.grad is not None for p in net.parameters())
+        assert net.stem[0].weight.grad is not None
+        release_neurons(net)
+    assert snntorch.SpikingNeuron.instances == []
+
+
+def test_multi_step_equals_per_step_execution() -> None:
+    cell = Cell.from_matrix("0303 0034 0001 0000")  # forward-only: convs, skip and avgpool
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4, timesteps=5)
+    net = build_network(arch).eval()
+    x = torch.randn(5, 3, 4, 8, 8)  # [T, B, C, H, W] node-0 currents
+    with torch.no_grad():
+        folded = net.cell_a(x, net)  # stateless layers once on T x B, LIF loops over T
+        stepped = net.cell_a._per_step(x, net)  # everything one timestep at a time
+    assert torch.allclose(folded, stepped, atol=1e-5)
+    release_neurons(net)
+
+
+def test_static_input_runs_the_stem_once_and_encodings_differ() -> None:
+    cell = Cell.from_matrix("0302 0030 0003 0000")
+    calls: list[int] = []
+    for encoding in ("direct", "rate", "latency"):
+        arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4,
+                            timesteps=6, encoding=encoding)
+        net = build_network(arch)
+        handle = net.stem[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        net(torch.rand(2, 1, 8, 8))
+        handle.remove()
+        release_neurons(net)
+    # the conv sees one static image per sample for direct encoding, T spike frames otherwise
+    assert calls == [2, 12, 12]
+
+
+def test_rate_encoding_records_the_input_spike_rate() -> None:
+    cell = Cell.from_matrix("0302 0030 0003 0000")
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4,
+                        timesteps=50, encoding="rate")
+    net = build_network(arch)
+    net.start_recording()
+    torch.manual_seed(0)
+    net(torch.full((8, 1, 8, 8), 0.3))
+    assert net.stop_recording()["stem"] == pytest.approx(0.3, abs=0.02)
+    release_neurons(net)
+
+
+def test_release_neurons_only_drops_that_network() -> None:
+    cell = Cell.from_matrix("0302 0030 0003 0000")
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4)
+    a, b = build_network(arch), build_network(arch)
+    before = len(snntorch.SpikingNeuron.instances)
+    release_neurons(a)
+    after = len(snntorch.SpikingNeuron.instances)
+    assert 0 < after < before
+    release_neurons(b)
+    assert len(snntorch.SpikingNeuron.instances) == before - 2 * (before - after)
