@@ -10,17 +10,38 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from hasnas_optuna._errors import HasnasError
+
+if TYPE_CHECKING:
+    from hasnas_optuna.cim import Network
 
 __all__ = ["main"]
 
 
-def _cost(args: argparse.Namespace) -> int:
-    from hasnas_optuna.cim import Budgets, estimate_cost, load_hardware, load_network
+def _load_cost_input(path: str) -> Network:
+    """A NETWORK.json layer list, an architecture JSON, or one row of ``hasnas best --json``."""
+    from hasnas_optuna.architecture import Architecture
+    from hasnas_optuna.cim import Network, load_network
 
-    network = load_network(args.network)
+    network = load_network(path, allow_unknown=True)
+    if isinstance(network, Network):
+        return network
+    data = network
+    if isinstance(data, list) and data and isinstance(data[0], dict):  # `hasnas best --json` output
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+        data = data["architecture"]
+    if isinstance(data, dict) and "cell_a" in data:
+        return Architecture.from_dict(data).to_network()
+    return Network.from_dict(data)  # raises the layer-list error that names the problem
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from hasnas_optuna.cim import Budgets, estimate_cost, load_hardware
+
+    network = _load_cost_input(args.network)
     hardware = load_hardware(args.hardware)
     if args.spike_rate is not None:
         hardware = hardware.replace(default_spike_rate=args.spike_rate)
@@ -128,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "CIM chip, with a per-layer breakdown. Exit status: 0, or 1 when a given budget is exceeded, "
         "or 2 for bad input.",
     )
-    cost.add_argument("network", metavar="NETWORK.json", help="layer-list network description")
+    cost.add_argument("network", metavar="NETWORK.json",
+                      help="layer-list network, or an architecture JSON written by the search")
     cost.add_argument(
         "--hardware", default="neurosim-22nm", metavar="PRESET_OR_FILE",
         help="preset name (neurosim-22nm, neurosim-32nm, neurosim-65nm, spikesim-65nm) or a .toml file "

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from hasnas_optuna._compat import tomllib
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim import Budgets, Hardware, load_hardware
 from hasnas_optuna.data import DATASETS

@@ -111,3 +111,26 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, content: str, args: tuple[
 def test_missing_file() -> None:
     run = hasnas("cost", "/nonexistent/net.json")
     assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_cost_accepts_the_architecture_json_the_search_writes(tmp_path: Path) -> None:
+    from hasnas_optuna.architecture import Architecture, Cell
+    from hasnas_optuna.cim import estimate_cost, load_hardware
+
+    cell = Cell.from_matrix("0302 0030 3003 0000")
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=8, timesteps=3)
+    expected = estimate_cost(arch.to_network(), load_hardware())
+    bare = tmp_path / "arch.json"
+    bare.write_text(arch.to_json())
+    rows = tmp_path / "best.json"  # what `hasnas best --json` prints: the first row is costed
+    rows.write_text(json.dumps([{"trial": 7, "architecture": arch.to_dict()}]))
+    for path in (bare, rows):
+        run = hasnas("cost", str(path), "--json")
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["memory_params"] == expected.memory_params and out["timesteps"] == 3
+        assert out["energy_uj"] == pytest.approx(expected.energy_uj)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**arch.to_dict(), "channels": 0}))
+    run = hasnas("cost", str(broken))
+    assert run.returncode == 2 and "channels=0" in run.stderr

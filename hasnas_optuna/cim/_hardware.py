@@ -14,8 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from hasnas_optuna._compat import tomllib
 from hasnas_optuna._errors import ConfigError
 
 __all__ = ["DEFAULT_PRESET", "Hardware", "Technology", "list_presets", "load_hardware"]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from hasnas_optuna._errors import ConfigError
 
@@ -195,8 +195,18 @@ class Network:
         return out
 
 
-def load_network(path: str | Path) -> Network:
+@overload
+def load_network(path: str | Path) -> Network: ...
+
+
+@overload
+def load_network(path: str | Path, *, allow_unknown: bool) -> Network | Any: ...
+
+
+def load_network(path: str | Path, *, allow_unknown: bool = False) -> Network | Any:
     """Read a NETWORK.json file (the layer-list format), with errors that name the bad field.
+
+    With ``allow_unknown``, a JSON document without ``layers`` is returned as parsed data.
 
     Example:
         >>> import json, tempfile, os
@@ -219,6 +229,8 @@ def load_network(path: str | Path) -> Network:
         raise ConfigError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    if allow_unknown and not (isinstance(data, Mapping) and "layers" in data):
+        return data  # another JSON document (e.g. an architecture) for the caller to interpret
     return Network.from_dict(data)
 
 
