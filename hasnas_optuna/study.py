@@ -39,7 +39,7 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
                ) -> optuna.Study:
     """Create the study or load it to resume; refuse one made for other objectives or another space."""
     name = study_name or config.name
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
               if config.training.pruner == "median" and len(config.objectives) == 1 else optuna.pruners.NopPruner())
     try:
         study = optuna.create_study(
