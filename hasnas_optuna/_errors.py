@@ -6,7 +6,9 @@ errors as one line and exits with status 2, never with a traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HasnasError"]
+from pathlib import Path
+
+__all__ = ["ConfigError", "HasnasError", "read_user_file"]
 
 
 class HasnasError(Exception):
@@ -18,3 +20,15 @@ class ConfigError(HasnasError, ValueError):
 
     The message names the offending field, the bad value and what would be allowed.
     """
+
+
+def read_user_file(path: str | Path, what: str) -> str:
+    """The text of a file the user named, or a :class:`ConfigError` saying why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {str(path)!r} is not UTF-8 text") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hasnas_optuna._compat import tomllib
-from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._errors import ConfigError, read_user_file
 from hasnas_optuna.cim import Budgets, Hardware, load_hardware
 from hasnas_optuna.data import DATASETS
 from hasnas_optuna.search_space import HardwareSpace, SearchSpace
@@ -192,13 +192,7 @@ def load_config(path: str | Path | None) -> StudyConfig:
     """Read a study TOML file; ``None`` gives the embedded digits study (``studies/digits.toml``)."""
     if path is None:
         return StudyConfig.from_dict(tomllib.loads(_bundled("digits")), origin="digits (built in)")
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    text = read_user_file(path, "config")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

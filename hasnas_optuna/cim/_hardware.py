@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hasnas_optuna._compat import tomllib
-from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._errors import ConfigError, read_user_file
 
 __all__ = ["DEFAULT_PRESET", "Hardware", "Technology", "list_presets", "load_hardware"]
 
@@ -219,12 +219,7 @@ def _read_preset(preset_or_path: str | Path) -> tuple[str, str]:
     text_name = str(preset_or_path)
     path = Path(text_name)
     if text_name.endswith(".toml") or path.exists() or "/" in text_name:
-        try:
-            return path.read_text(encoding="utf-8"), text_name
-        except FileNotFoundError:
-            raise ConfigError(f"hardware file {text_name!r} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read hardware file {text_name!r}: {exc.strerror}") from None
+        return read_user_file(path, "hardware"), text_name
     presets = list_presets()
     if text_name not in presets:
         raise ConfigError(

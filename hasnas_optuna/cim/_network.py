@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._errors import ConfigError, read_user_file
 
 __all__ = ["ENCODINGS", "Layer", "Network", "load_network"]
 
@@ -216,13 +216,7 @@ def load_network(path: str | Path, *, allow_unknown: bool = False) -> Network | 
         >>> load_network(path).params
         640
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"network file {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read network file {str(path)!r}: {exc.strerror}") from None
+    text = read_user_file(path, "network")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
