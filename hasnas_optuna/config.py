@@ -25,6 +25,9 @@ __all__ = [
 OBJECTIVES = ("accuracy", "memory", "area", "latency", "energy")
 """What a study can optimise: validation accuracy (maximised) and the four costs (minimised)."""
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
+FITNESS_MODES = ("trained", "sahd", "naswot", "params")
+"""``trained``: every trial trains. Otherwise ``score_trials`` candidates are scored without training
+and the best ``n_trials`` of them are trained (:mod:`hasnas_optuna.fitness`)."""
 PRUNERS = ("median", "none")
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
@@ -61,7 +64,11 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How each trial trains."""
+    """How each trial trains.
+
+    ``energy_stop_margin``: stop training once the energy estimated from the measured spike rates
+    exceeds the energy budget by this fraction (after the first epoch); negative disables it.
+    """
 
     epochs: int = 3
     lr: float = 2e-2
@@ -69,8 +76,11 @@ class TrainingConfig:
     accelerator: str = "auto"
     pruner: str = "median"
     progress_bar: bool = False
+    energy_stop_margin: float = 0.25
 
     def __post_init__(self) -> None:
+        if isinstance(self.energy_stop_margin, bool) or not isinstance(self.energy_stop_margin, (int, float)):
+            raise ConfigError(f"training.energy_stop_margin={self.energy_stop_margin!r} must be a number")
         _int("training.epochs", self.epochs, 1)
         _real("training.lr", self.lr, 0.0, 10.0)
         _real("training.weight_decay", self.weight_decay, -1e-12, 1.0)
@@ -96,10 +106,14 @@ class StudyConfig:
     name: str = "hasnas"
     objectives: tuple[str, ...] = ("accuracy",)
     sampler: str = "nsga2"
+    hardware_aware: bool = True
     population_size: int = 10
     seed: int = 0
     n_trials: int = 20
     timeout: float | None = None
+    fitness: str = "trained"
+    score_trials: int = 200
+    score_batch: int = 128
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     hardware_preset: str = "neurosim-22nm"
     hardware_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -120,6 +134,12 @@ class StudyConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler={self.sampler!r} is not allowed; use one of {', '.join(SAMPLERS)}")
         _int("study.population_size", self.population_size, 2)
+        if not isinstance(self.hardware_aware, bool):
+            raise ConfigError(f"study.hardware_aware={self.hardware_aware!r} must be true or false")
+        if self.fitness not in FITNESS_MODES:
+            raise ConfigError(f"study.fitness={self.fitness!r} is not allowed; use one of {', '.join(FITNESS_MODES)}")
+        _int("study.score_trials", self.score_trials, 1)
+        _int("study.score_batch", self.score_batch, 2)
         _int("study.seed", self.seed, 0)
         _int("study.n_trials", self.n_trials, 1)
         if self.timeout is not None:
@@ -155,8 +175,8 @@ class StudyConfig:
         """Read the TOML layout (sections study, dataset, hardware, budgets, space, training)."""
         _keys(data, {"study", "dataset", "hardware", "budgets", "space", "training"}, origin, "")
         study = _section(data, "study", origin)
-        _keys(study, {"name", "objectives", "sampler", "population_size", "seed", "n_trials", "timeout"},
-              origin, "study")
+        _keys(study, {"name", "objectives", "sampler", "hardware_aware", "population_size", "seed", "n_trials",
+                      "timeout", "fitness", "score_trials", "score_batch"}, origin, "study")
         dataset = DatasetConfig(**_typed(_section(data, "dataset", origin), DatasetConfig, origin, "dataset"))
         hw = dict(_section(data, "hardware", origin))
         preset = hw.pop("preset", "neurosim-22nm")

@@ -11,7 +11,10 @@ Per trial:
    entirely, optuna.md sections 3 and 4), and Deb's constrained domination ranks such a trial by
    how far it breaks the budgets, so the sampler learns where the boundary is;
 4. otherwise it is trained; energy is re-estimated from the spike rates measured in the last
-   validation epoch and the final constraints use that;
+   validation epoch and the final constraints use that. While it trains, :class:`EnergyWatch`
+   re-costs energy after every validation epoch and stops a network that clearly breaks the energy
+   budget (also in multi-objective studies, where Optuna cannot prune); that trial completes with
+   the accuracy reached and the measured energy, so the sampler learns from it;
 5. each budget becomes ``trial.set_constraint(name, cost / budget - 1)``, set once (Optuna 5's
    constraints are write-once) on every trial, with the same names in the same order
    (memory, area, latency, energy).
@@ -31,7 +34,7 @@ from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.data import make_datamodule
 from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
-from hasnas_optuna.training import TrialFailed, train_architecture
+from hasnas_optuna.training import EnergyWatch, TrialFailed, train_architecture
 
 __all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "set_budget_constraints"]
 
@@ -119,9 +122,16 @@ class HasnasObjective:
                 name for name, value in slack.items() if value > 0))
             return self._values(0.0, prior)
         callbacks: list[pl.Callback] = []
-        if len(config.objectives) == 1 and config.training.pruner != "none":
-            callbacks.append(PruneOnValidation(trial))
         training = config.training
+        watch = None
+        if config.budgets.energy is not None and training.energy_stop_margin >= 0:
+            def energy(rates: list[float | None]) -> float:
+                return estimate_cost(network, chip, spike_rates=rates).energy_uj
+
+            watch = EnergyWatch(energy, config.budgets.energy, margin=training.energy_stop_margin)
+            callbacks.append(watch)
+        if len(config.objectives) == 1 and training.pruner != "none":
+            callbacks.append(PruneOnValidation(trial))
         try:
             result = train_architecture(
                 arch, self.datamodule, epochs=training.epochs, lr=training.lr,
@@ -148,8 +158,14 @@ class HasnasObjective:
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("history", result.history)
         final = set_budget_constraints(trial, config.budgets, measured)
-        trial.set_user_attr("status", "trained" if all(v <= 0 for v in final.values())
-                            else "trained; infeasible at measured spike rates")
+        if watch is not None and watch.stopped_energy is not None:
+            status = (f"stopped at epoch {result.epochs}: energy {watch.stopped_energy:.4g} uJ at measured "
+                      f"spike rates breaks the {config.budgets.energy:.4g} uJ budget")
+        elif all(v <= 0 for v in final.values()):
+            status = "trained"
+        else:
+            status = "trained; infeasible at measured spike rates"
+        trial.set_user_attr("status", status)
         return self._values(result.val_accuracy, measured)
 
     def _values(self, accuracy: float, report: CostReport) -> float | tuple[float, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -14,8 +15,10 @@ import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
+from hasnas_optuna.cim import estimate_cost
 from hasnas_optuna.config import StudyConfig
-from hasnas_optuna.objective import HasnasObjective
+from hasnas_optuna.objective import HasnasObjective, set_budget_constraints
+from hasnas_optuna.sampler import KEY_ATTR, HardwareAwareSampler
 from hasnas_optuna.training import TrialFailed
 
 __all__ = ["best_rows", "format_best", "make_sampler", "open_study", "run_search"]
@@ -23,20 +26,31 @@ __all__ = ["best_rows", "format_best", "make_sampler", "open_study", "run_search
 CONFIG_ATTR = "hasnas/config"
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler (Optuna never stores samplers: every worker builds its own)."""
+def make_sampler(config: StudyConfig, *, hardware_aware: bool | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler (Optuna never stores samplers: every worker builds its own).
+
+    With ``hardware_aware`` (the config's by default) the base sampler is wrapped in
+    :class:`~hasnas_optuna.sampler.HardwareAwareSampler`.
+    """
     seed = config.seed
+    base: optuna.samplers.BaseSampler
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
-    if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if config.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+        base = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
+    elif config.sampler == "tpe":
+        base = optuna.samplers.TPESampler(seed=seed)
+    elif config.sampler == "gp":
+        base = optuna.samplers.GPSampler(seed=seed)
+    else:
+        base = optuna.samplers.RandomSampler(seed=seed)
+    if not (config.hardware_aware if hardware_aware is None else hardware_aware):
+        return base
+    return HardwareAwareSampler(
+        config.space, hardware=config.hardware(), budgets=config.budgets, base=base, seed=seed
+    )
 
 
-def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorage, study_name: str | None = None
-               ) -> optuna.Study:
+def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorage, study_name: str | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create the study or load it to resume; refuse one made for other objectives or another space."""
     name = study_name or config.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
@@ -44,7 +58,7 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
     try:
         study = optuna.create_study(
             storage=storage, study_name=name, directions=config.directions,  # type: ignore[arg-type]
-            sampler=make_sampler(config),
+            sampler=sampler or make_sampler(config),
             pruner=pruner, load_if_exists=True,
         )
     except ValueError as exc:  # e.g. directions differ from the stored study
@@ -113,12 +127,75 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
     if remaining == 0:
         return study
     objective = HasnasObjective(config, datamodule)
+    if config.fitness != "trained":
+        _enqueue_best_scored(config, study, objective, remaining, out)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     if out is not None:
         callbacks.append(_ProgressLine(out, config))
     study.optimize(objective, n_trials=remaining, timeout=timeout or config.timeout,
                    catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
     return study
+
+
+def _enqueue_best_scored(config: StudyConfig, study: optuna.Study, objective: HasnasObjective, count: int,
+                         out: TextIO | None) -> None:
+    """Training-free mode: score candidates without training, enqueue the best ``count`` to train.
+
+    Scoring trials live in their own study, ``<name>:scores`` (same storage, maximising the
+    fitness), so they are never mixed up with trained trials; each carries its costs and
+    constraints. Candidates come from the hardware-aware sampler, so they fit the budgets.
+    """
+    from hasnas_optuna.fitness import score_architecture
+
+    scores = optuna.create_study(
+        storage=study._storage, study_name=f"{study.study_name}:scores", direction="maximize",
+        sampler=make_sampler(config, hardware_aware=True), load_if_exists=True,
+    )
+    scores.set_user_attr("hasnas/fitness", config.fitness)
+    datamodule = objective.datamodule
+    if hasattr(datamodule, "sample_batch"):
+        images = datamodule.sample_batch(config.score_batch)
+    else:
+        datamodule.setup("fit")
+        images = next(iter(datamodule.train_dataloader()))[0][: config.score_batch]
+
+    def score(trial: optuna.Trial) -> float:
+        arch, chip = objective.sample(trial)
+        report = estimate_cost(arch.to_network(), chip)
+        set_budget_constraints(trial, config.budgets, report)
+        trial.set_user_attr("phase", "score")
+        for key, value in (("memory_params", report.memory_params), ("area_mm2", report.area_mm2),
+                           ("latency_ms", report.latency_ms), ("energy_uj", report.energy_uj)):
+            trial.set_user_attr(f"cost/{key}", value)
+        value = score_architecture(arch, images, fitness=config.fitness, seed=config.seed)
+        return value if math.isfinite(value) else UNUSABLE_SCORE
+
+    todo = config.score_trials - sum(t.state.is_finished() for t in scores.get_trials(deepcopy=False))
+    start = time.perf_counter()
+    if todo > 0:
+        scores.optimize(score, n_trials=todo)
+    if out is not None:
+        print(f"scored {config.score_trials} candidates by {config.fitness} in "
+              f"{time.perf_counter() - start:.1f} s (study {scores.study_name!r})", file=out)
+    trained = {t.user_attrs.get(KEY_ATTR) for t in study.get_trials(deepcopy=False)}
+    ranked = sorted(
+        (t for t in scores.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+         if t.value is not None and t.value > UNUSABLE_SCORE and all(v <= 0 for v in t.constraints.values())),
+        key=lambda t: -float(t.value),  # type: ignore[arg-type]
+    )
+    queued = 0
+    for t in ranked:
+        if queued == count:
+            break
+        if t.user_attrs.get(KEY_ATTR) in trained:
+            continue
+        study.enqueue_trial(t.params, user_attrs={"fitness": t.value, "score_trial": t.number,
+                                                  KEY_ATTR: t.user_attrs.get(KEY_ATTR)})
+        queued += 1
+
+
+UNUSABLE_SCORE = -1e12
+"""Fitness of a candidate whose score is undefined (no informative spikes)."""
 
 
 class _ProgressLine:

@@ -24,7 +24,7 @@ from hasnas_optuna._errors import HasnasError
 from hasnas_optuna.architecture import Architecture
 from hasnas_optuna.network import SpikingNetwork, build_network, release_neurons
 
-__all__ = ["SNNClassifier", "TrainingResult", "TrialFailed", "train_architecture"]
+__all__ = ["EnergyWatch", "SNNClassifier", "TrainingResult", "TrialFailed", "train_architecture"]
 
 
 class TrialFailed(HasnasError):
@@ -97,6 +97,33 @@ class SNNClassifier(pl.LightningModule):
     def measured_rates(self) -> list[float | None]:
         """Input spike rate per cost-model layer, in layer order, from the last validation epoch."""
         return [self.spike_rates.get(name) for name in self.layer_names]
+
+
+class EnergyWatch(pl.Callback):
+    """Stop training once the energy at the measured spike rates clearly breaks the budget.
+
+    After each validation epoch (from ``min_epochs`` on) the network is costed with the spike rates
+    that epoch measured; above ``budget * (1 + margin)`` the trainer stops after this epoch and
+    ``stopped_energy`` holds the estimate. It needs no Optuna pruner, so it works in
+    multi-objective studies too; the objective then completes the trial with that energy.
+    """
+
+    def __init__(self, estimate: Callable[[list[float | None]], float], budget: float, *, margin: float = 0.25,
+                 min_epochs: int = 1) -> None:
+        self.estimate = estimate
+        self.budget = budget
+        self.margin = margin
+        self.min_epochs = min_epochs
+        self.stopped_energy: float | None = None
+        self.last_energy: float | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not isinstance(pl_module, SNNClassifier):
+            return
+        self.last_energy = self.estimate(pl_module.measured_rates())
+        if trainer.current_epoch + 1 >= self.min_epochs and self.last_energy > self.budget * (1 + self.margin):
+            self.stopped_energy = self.last_energy
+            trainer.should_stop = True
 
 
 @dataclass

@@ -1,0 +1,86 @@
+"""Training-free fitness: rank untrained candidates by their spike codes on one batch.
+
+SAHD (SNASNet, paper.md 9.3): for every LIF population and timestep, each sample's binary spike
+code; the Hamming distance of two samples normalised by the distance their firing sparsities
+alone would give, ``d_SAH = 0.5 * d_H / (N (r_i (1 - r_j) + (1 - r_i) r_j))``; the kernel
+``K = N - d_SAH`` averaged over populations and timesteps; the score is ``log |det K|``.
+NASWOT (Mellor et al.) is the same with the raw Hamming distance ``K = N - d_H``. ``params``
+(the number of weights) is the baseline every proxy must beat (snn.md section 7).
+
+Guards: a population whose codes are identical for every sample (silent, saturated, or blind to the
+input) carries no information and is skipped; a candidate with no informative population, or a
+singular kernel, scores ``-inf`` (the worst).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.architecture import Architecture
+from hasnas_optuna.network import LIF, build_network, release_neurons
+
+__all__ = ["FITNESSES", "score_architecture"]
+
+FITNESSES = ("sahd", "naswot", "params")
+
+
+def score_architecture(arch: Architecture, images: torch.Tensor, *, fitness: str = "sahd", seed: int = 0) -> float:
+    """Score ``arch`` at initialisation on one batch of ``images`` (higher is better).
+
+    Example:
+        >>> from hasnas_optuna.architecture import Cell
+        >>> cell = Cell.from_matrix("0302 0030 3003 0000")
+        >>> arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=8)
+        >>> score = score_architecture(arch, torch.rand(32, 1, 8, 8))
+        >>> math.isfinite(score)
+        True
+        >>> score_architecture(arch, torch.rand(32, 1, 8, 8), fitness="params") == arch.to_network().params
+        True
+    """
+    if fitness not in FITNESSES:
+        raise ConfigError(f"fitness={fitness!r} is not known; use one of {', '.join(FITNESSES)}")
+    if fitness == "params":
+        return float(arch.to_network().params)
+    if images.ndim != 4 or images.shape[0] < 2:
+        raise ConfigError(f"a scoring batch needs shape [B >= 2, C, H, W], got {tuple(images.shape)}")
+    torch.manual_seed(seed)
+    net = build_network(arch).eval()
+    batch = images.shape[0]
+    kernel = torch.zeros(batch, batch, dtype=torch.float64)
+    used = 0
+
+    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        nonlocal kernel, used
+        for step in output:  # [T, B, ...] spikes of one population
+            codes = step.reshape(batch, -1).double()
+            if bool((codes == codes[0]).all()):
+                continue  # identical codes for every sample: no information
+            kernel = kernel + _kernel(codes, sparsity_aware=fitness == "sahd")
+            used += 1
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, LIF)]
+    try:
+        with torch.no_grad():
+            net(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        release_neurons(net)
+    if used == 0:
+        return -math.inf
+    sign, logdet = torch.linalg.slogdet(kernel / used)
+    return float(logdet) if float(sign) > 0 and math.isfinite(float(logdet)) else -math.inf
+
+
+def _kernel(codes: torch.Tensor, *, sparsity_aware: bool) -> torch.Tensor:
+    """``N - d`` for binary codes ``[B, N]``; ``d`` is the (sparsity-normalised) Hamming distance."""
+    n = codes.shape[1]
+    hamming = codes @ (1 - codes).T + (1 - codes) @ codes.T
+    if not sparsity_aware:
+        return n - hamming
+    rate = codes.mean(dim=1, keepdim=True)
+    expected = n * (rate @ (1 - rate).T + (1 - rate) @ rate.T)
+    return n - 0.5 * hamming / (expected + 1e-3)
