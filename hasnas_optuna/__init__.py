@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna.architecture import OPS, Architecture, Cell
+from hasnas_optuna.sampler import HardwareAwareSampler
 from hasnas_optuna.search_space import (
     HardwareSpace,
     SearchSpace,
@@ -47,7 +48,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "OPS", "Architecture", "Cell", "ConfigError", "DigitsDataModule", "HardwareSpace", "HasnasError",
+    "OPS", "Architecture", "Cell", "ConfigError", "DigitsDataModule", "HardwareAwareSampler", "HardwareSpace",
+    "HasnasError",
     "HasnasObjective", "SNNClassifier", "SearchSpace", "SpikingNetwork", "StudyConfig", "TrialFailed",
     "__version__", "architecture_from_params", "best_rows", "build_network", "hardware_from_params",
     "load_config", "make_datamodule", "run_search", "set_budget_constraints", "suggest_architecture",

@@ -107,6 +107,7 @@ class StudyConfig:
     objectives: tuple[str, ...] = ("accuracy",)
     sampler: str = "nsga2"
     hardware_aware: bool = True
+    skip_infeasible: bool = True
     population_size: int = 10
     seed: int = 0
     n_trials: int = 20
@@ -134,8 +135,9 @@ class StudyConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler={self.sampler!r} is not allowed; use one of {', '.join(SAMPLERS)}")
         _int("study.population_size", self.population_size, 2)
-        if not isinstance(self.hardware_aware, bool):
-            raise ConfigError(f"study.hardware_aware={self.hardware_aware!r} must be true or false")
+        for flag in ("hardware_aware", "skip_infeasible"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"study.{flag}={getattr(self, flag)!r} must be true or false")
         if self.fitness not in FITNESS_MODES:
             raise ConfigError(f"study.fitness={self.fitness!r} is not allowed; use one of {', '.join(FITNESS_MODES)}")
         _int("study.score_trials", self.score_trials, 1)
@@ -175,8 +177,8 @@ class StudyConfig:
         """Read the TOML layout (sections study, dataset, hardware, budgets, space, training)."""
         _keys(data, {"study", "dataset", "hardware", "budgets", "space", "training"}, origin, "")
         study = _section(data, "study", origin)
-        _keys(study, {"name", "objectives", "sampler", "hardware_aware", "population_size", "seed", "n_trials",
-                      "timeout", "fitness", "score_trials", "score_batch"}, origin, "study")
+        _keys(study, {"name", "objectives", "sampler", "hardware_aware", "skip_infeasible", "population_size",
+                      "seed", "n_trials", "timeout", "fitness", "score_trials", "score_batch"}, origin, "study")
         dataset = DatasetConfig(**_typed(_section(data, "dataset", origin), DatasetConfig, origin, "dataset"))
         hw = dict(_section(data, "hardware", origin))
         preset = hw.pop("preset", "neurosim-22nm")

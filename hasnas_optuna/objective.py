@@ -5,7 +5,8 @@ Per trial:
 1. suggest an architecture (and chip knobs, when the space searches them);
 2. cost it with the CIM model at the chip's prior spike rates; every cost becomes a user
    attribute ``cost/<name>``;
-3. if those costs already break a budget, the network is **not trained** (early pruning). The
+3. if those costs already break a budget, the network is **not trained** (early pruning; set
+   ``skip_infeasible = false`` to train it anyway, as plain Optuna would). The
    trial still ends COMPLETE, with its real constraint values and the worst accuracy (0.0):
    Optuna's constrained samplers only learn from COMPLETE trials (NSGA-II ignores PRUNED ones
    entirely, optuna.md sections 3 and 4), and Deb's constrained domination ranks such a trial by
@@ -115,7 +116,7 @@ class HasnasObjective:
         trial.set_user_attr("architecture", json.loads(arch.to_json()))
         trial.set_user_attr("summary", arch.summary())
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
-        if any(value > 0 for value in slack.values()):
+        if config.skip_infeasible and any(value > 0 for value in slack.values()):
             set_budget_constraints(trial, config.budgets, prior)
             trial.set_user_attr("trained", False)
             trial.set_user_attr("status", "infeasible before training: " + ", ".join(

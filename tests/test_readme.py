@@ -34,6 +34,10 @@ def test_embedding_example_runs() -> None:
     assert len(study.trials) == 4
     for trial in study.trials:
         assert sorted(trial.constraints) == ["energy", "memory"]
+    # the sampler snippet continues the same example
+    sampler_block = next(b for b in python_blocks() if "HardwareAwareSampler(" in b)
+    exec(compile(sampler_block, str(README), "exec"), namespace)
+    assert type(namespace["sampler"]).__name__ == "HardwareAwareSampler"
 
 
 def test_cost_example_runs() -> None:
