@@ -9,7 +9,7 @@ NASWOT (Mellor et al.) is the same with the raw Hamming distance ``K = N - d_H``
 
 Guards: a population whose codes are identical for every sample (silent, saturated, or blind to the
 input) carries no information and is skipped; a candidate with no informative population, or a
-singular kernel, scores ``-inf`` (the worst).
+singular kernel (e.g. two samples with the same codes everywhere), scores ``-inf`` (the worst).
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ def score_architecture(arch: Architecture, images: torch.Tensor, *, fitness: str
 
     Example:
         >>> from hasnas_optuna.architecture import Cell
-        >>> cell = Cell.from_matrix("0302 0030 3003 0000")
+        >>> cell = Cell.from_matrix("0303 0030 0003 0000")
         >>> arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=8)
-        >>> score = score_architecture(arch, torch.rand(32, 1, 8, 8))
+        >>> images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> score = score_architecture(arch, images)
         >>> math.isfinite(score)
         True
-        >>> score_architecture(arch, torch.rand(32, 1, 8, 8), fitness="params") == arch.to_network().params
+        >>> score_architecture(arch, images, fitness="params") == arch.to_network().params
         True
     """
     if fitness not in FITNESSES:
@@ -52,16 +53,17 @@ def score_architecture(arch: Architecture, images: torch.Tensor, *, fitness: str
     kernel = torch.zeros(batch, batch, dtype=torch.float64)
     used = 0
 
-    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+    def hook(module: torch.nn.Module, inputs: object, output: tuple[torch.Tensor, torch.Tensor]) -> None:
         nonlocal kernel, used
-        for step in output:  # [T, B, ...] spikes of one population
-            codes = step.reshape(batch, -1).double()
-            if bool((codes == codes[0]).all()):
-                continue  # identical codes for every sample: no information
-            kernel = kernel + _kernel(codes, sparsity_aware=fitness == "sahd")
-            used += 1
+        codes = output[0].reshape(batch, -1).double()  # one timestep of one population: (spikes, mem)
+        if bool((codes == codes[0]).all()):
+            return  # identical codes for every sample: no information
+        kernel = kernel + _kernel(codes, sparsity_aware=fitness == "sahd")
+        used += 1
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, LIF)]
+    # hook the snntorch neuron inside each LIF population: it runs once per timestep, in multi-step
+    # layers and in the step-by-step cells with backward edges alike (the readout is not an LIF)
+    handles = [m.neuron.register_forward_hook(hook) for m in net.modules() if isinstance(m, LIF)]
     try:
         with torch.no_grad():
             net(images)

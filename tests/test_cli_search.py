@@ -59,7 +59,7 @@ def test_search_errors_are_one_line(tmp_path: Path) -> None:
     run = hasnas("search", str(bad), "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert run.returncode == 2
     assert run.stderr.strip() == (f"hasnas search: error: {bad}: unknown key 'training.epoch'; allowed: "
-                                  "accelerator, epochs, lr, progress_bar, pruner, weight_decay")
+                                  "accelerator, energy_stop_margin, epochs, lr, progress_bar, pruner, weight_decay")
     assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was written
     missing = hasnas("best", "--storage", f"sqlite:///{tmp_path / 'y.db'}", "--study-name", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no study 'nope'" in missing.stderr
