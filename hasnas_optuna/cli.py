@@ -75,6 +75,7 @@ def _search(args: argparse.Namespace) -> int:
     storage = args.storage
     study = run_search(
         config, storage=storage, study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
+        artifact_dir=args.artifact_dir,
     )
     print()
     print(format_best(study, best_rows(study), storage=storage))
@@ -87,6 +88,57 @@ def _best(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study_name)
     rows = best_rows(study, limit=args.limit)
     print(rows_json(rows) if args.json else format_best(study, rows, storage=args.storage))
+    return 0
+
+
+def _artifact_store(storage: str, artifact_dir: str | None, *, required: bool) -> Any:
+    """The study's artifact store if its folder exists; ``None`` (or, if ``required``, an error) if not."""
+    from hasnas_optuna._errors import ConfigError
+    from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
+
+    try:
+        folder = artifact_dir_for(storage, artifact_dir)
+    except ConfigError:
+        if required:
+            raise
+        return None
+    if not folder.is_dir():
+        if required or artifact_dir is not None:
+            raise ConfigError(f"artifact folder {str(folder)!r} does not exist; the search keeps trial artifacts "
+                              "there (give the right one with --artifact-dir DIR)")
+        return None
+    return open_artifact_store(folder, create=False)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from hasnas_optuna.dashboard import serve_dashboard
+
+    serve_dashboard(args.storage, study_name=args.study_name, artifact_dir=args.artifact_dir, port=args.port,
+                    annotate=not args.no_annotate)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hasnas_optuna.dashboard import load_study_for_reading
+    from hasnas_optuna.report import write_report
+
+    study = load_study_for_reading(args.storage, args.study_name)
+    store = _artifact_store(args.storage, args.artifact_dir, required=False)
+    written = write_report(study, args.out, artifact_store=store, storage=args.storage)
+    figures = ", ".join(path.name for key, path in written.items() if key != "html")
+    print(f"wrote {written['html']} (figures: {figures})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hasnas_optuna.dashboard import load_study_for_reading
+    from hasnas_optuna.export import export_trial
+
+    study = load_study_for_reading(args.storage, args.study_name)
+    store = _artifact_store(args.storage, args.artifact_dir, required=True)
+    written = export_trial(study, args.out, artifact_store=store, trial_number=args.trial)
+    trial = json.loads(written["trial"].read_text(encoding="utf-8"))["trial"]
+    print(f"trial {trial} exported to {args.out}: " + ", ".join(path.name for path in written.values()))
     return 0
 
 
@@ -110,6 +162,7 @@ _positive_int = _checked(int, lambda v: v >= 1, "must be >= 1")
 _non_negative_int = _checked(int, lambda v: v >= 0, "must be >= 0")
 _rate = _checked(float, lambda v: 0.0 <= v <= 1.0, "is out of range; a spike rate is in [0, 1]")
 _budget = _checked(float, lambda v: v > 0, "must be > 0")
+_port = _checked(int, lambda v: 0 <= v <= 65535, "is not a port number (0..65535; 0 picks a free port)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="finished trials the study should hold (default: the config's)")
     search.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
     search.add_argument("--seed", type=_non_negative_int, metavar="S", help="sampler and training seed")
+    search.add_argument("--artifact-dir", metavar="DIR",
+                        help="where trained trials keep drawings, costs, curves and weights "
+                        "(default: <db>-artifacts/ beside a SQLite file)")
     search.set_defaults(handler=_search)
 
     best = sub.add_parser("best", help="print the best feasible trials of a study")
@@ -173,6 +229,46 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--limit", type=_positive_int, default=10, metavar="N", help="rows (default: %(default)s)")
     best.add_argument("--json", action="store_true", help="print JSON instead of a table")
     best.set_defaults(handler=_best)
+
+    dashboard = sub.add_parser(
+        "dashboard", help="open optuna-dashboard with costs, feasibility and artifacts",
+        description="Serve optuna-dashboard on 127.0.0.1 for a storage, with the trials' artifacts, cost, slack "
+        "and feasible columns, a constraint-aware Pareto plot and a note per HASNAS study. Ctrl-C stops it.",
+    )
+    dashboard.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL (or journal file)")
+    dashboard.add_argument("--study-name", metavar="NAME", help="open this study (default: the list of studies)")
+    dashboard.add_argument("--artifact-dir", metavar="DIR",
+                           help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
+    dashboard.add_argument("--port", type=_port, default=8080, metavar="P", help="port (default: %(default)s)")
+    dashboard.add_argument("--no-annotate", action="store_true",
+                           help="do not (re)write the studies' notes and Pareto plots before serving")
+    dashboard.set_defaults(handler=_dashboard)
+
+    report = sub.add_parser(
+        "report", help="write an HTML report with figures for a study",
+        description="Write DIR/report.html (self-contained) and PNG figures: Pareto front feasible vs infeasible, "
+        "each cost against its budget, the best feasible network's per-layer costs, and search progress.",
+    )
+    report.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
+    report.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    report.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
+    report.add_argument("--artifact-dir", metavar="DIR",
+                        help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
+    report.set_defaults(handler=_report)
+
+    export = sub.add_parser(
+        "export", help="export a trained network: architecture, weights, costs and a NIR graph",
+        description="Write DIR/architecture.json, weights.pt, cost_report.json, network.nir (Neuromorphic "
+        "Intermediate Representation) and trial.json for one trained trial (default: the best feasible one).",
+    )
+    export.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
+    export.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    export.add_argument("--trial", type=_non_negative_int, metavar="N",
+                        help="trial number (default: the best feasible trained trial)")
+    export.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
+    export.add_argument("--artifact-dir", metavar="DIR",
+                        help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
+    export.set_defaults(handler=_export)
     return parser
 
 

@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytorch_lightning as pl
 
 from hasnas_optuna.architecture import Architecture
+from hasnas_optuna.artifacts import open_artifact_store, save_trial_artifacts, trial_logger
 from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.config import StudyConfig
+from hasnas_optuna.dashboard import annotate_trial
 from hasnas_optuna.data import make_datamodule
 from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
-from hasnas_optuna.training import EnergyWatch, TrialFailed, train_architecture
+from hasnas_optuna.training import EnergyWatch, SNNClassifier, TrialFailed, train_architecture
 
 __all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "set_budget_constraints"]
 
@@ -87,10 +90,15 @@ class HasnasObjective:
         config: The study configuration.
         datamodule: Data to train on; by default the config's dataset. Any LightningDataModule
             whose batches are ``(images in [0, 1], labels)`` works.
+        artifact_dir: Where each trained trial's artifacts (drawing, per-layer costs, training
+            curve, weights) and Lightning logs go; ``None`` keeps none.
     """
 
-    def __init__(self, config: StudyConfig, datamodule: pl.LightningDataModule | None = None) -> None:
+    def __init__(self, config: StudyConfig, datamodule: pl.LightningDataModule | None = None, *,
+                 artifact_dir: Path | None = None) -> None:
         self.config = config
+        self.artifact_dir = artifact_dir
+        self.artifact_store = open_artifact_store(artifact_dir) if artifact_dir is not None else None
         self.hardware = config.hardware()
         if datamodule is None:
             ds = config.dataset
@@ -118,6 +126,7 @@ class HasnasObjective:
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
         if config.skip_infeasible and any(value > 0 for value in slack.values()):
             set_budget_constraints(trial, config.budgets, prior)
+            annotate_trial(trial)
             trial.set_user_attr("trained", False)
             trial.set_user_attr("status", "infeasible before training: " + ", ".join(
                 name for name, value in slack.items() if value > 0))
@@ -133,14 +142,19 @@ class HasnasObjective:
             callbacks.append(watch)
         if len(config.objectives) == 1 and training.pruner != "none":
             callbacks.append(PruneOnValidation(trial))
+        modules: list[SNNClassifier] = []
+        logger = (trial_logger(self.artifact_dir, trial.study.study_name, trial.number)
+                  if self.artifact_dir is not None else False)
         try:
             result = train_architecture(
                 arch, self.datamodule, epochs=training.epochs, lr=training.lr,
                 weight_decay=training.weight_decay, accelerator=training.accelerator, callbacks=callbacks,
-                progress_bar=training.progress_bar, seed=config.seed + trial.number,
+                progress_bar=training.progress_bar, seed=config.seed + trial.number, logger=logger,
+                on_module=modules.append,
             )
         except optuna.TrialPruned:
             set_budget_constraints(trial, config.budgets, prior)
+            annotate_trial(trial)
             trial.set_user_attr("trained", True)
             trial.set_user_attr("status", "pruned on validation accuracy")
             raise
@@ -159,6 +173,10 @@ class HasnasObjective:
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("history", result.history)
         final = set_budget_constraints(trial, config.budgets, measured)
+        annotate_trial(trial)
+        if self.artifact_store is not None:
+            save_trial_artifacts(trial, artifact_store=self.artifact_store, architecture=arch, report=measured,
+                                 history=result.history, state_dict=modules[0].network.state_dict())
         if watch is not None and watch.stopped_energy is not None:
             status = (f"stopped at epoch {result.epochs}: energy {watch.stopped_energy:.4g} uJ at measured "
                       f"spike rates breaks the {config.budgets.energy:.4g} uJ budget")

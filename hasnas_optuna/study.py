@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
@@ -15,8 +16,10 @@ import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
+from hasnas_optuna.artifacts import artifact_dir_for
 from hasnas_optuna.cim import estimate_cost
 from hasnas_optuna.config import StudyConfig
+from hasnas_optuna.dashboard import annotate_study
 from hasnas_optuna.objective import HasnasObjective, set_budget_constraints
 from hasnas_optuna.sampler import KEY_ATTR, HardwareAwareSampler
 from hasnas_optuna.training import TrialFailed
@@ -95,8 +98,13 @@ def run_search(
     timeout: float | None = None,
     datamodule: pl.LightningDataModule | None = None,
     out: TextIO | None = sys.stdout,
+    artifact_dir: str | Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study until it holds ``n_trials`` finished trials or ``timeout`` passes.
+
+    Trained trials keep their artifacts in ``artifact_dir`` (by default ``<db>-artifacts/``
+    beside a SQLite file; none for storages without a file unless a folder is given), and the
+    study is annotated for optuna-dashboard (feasibility columns, note, Pareto plot).
 
     Example:
         >>> from hasnas_optuna.config import StudyConfig
@@ -108,14 +116,14 @@ def run_search(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace Optuna's
     try:
-        return _run(config, storage, study_name, n_trials, timeout, datamodule, out)
+        return _run(config, storage, study_name, n_trials, timeout, datamodule, out, artifact_dir)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
 def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None,
          n_trials: int | None, timeout: float | None, datamodule: pl.LightningDataModule | None,
-         out: TextIO | None) -> optuna.Study:
+         out: TextIO | None, artifact_dir: str | Path | None) -> optuna.Study:
     study = open_study(config, storage=storage, study_name=study_name)
     target = n_trials if n_trials is not None else config.n_trials
     done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
@@ -125,13 +133,22 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
         print(f"study {study.study_name!r}: {done} finished trials, running {remaining} more "
               f"({f'at most {limit:.0f} s' if limit else 'no time limit'})", file=out)
     if remaining == 0:
+        annotate_study(study, config=config)
         return study
-    objective = HasnasObjective(config, datamodule)
+    try:
+        folder: Path | None = artifact_dir_for(storage, artifact_dir)
+    except ConfigError:
+        folder = None  # in-memory or server storage without a folder: no artifacts
+    objective = HasnasObjective(config, datamodule, artifact_dir=folder)
     if config.fitness != "trained":
         _enqueue_best_scored(config, study, objective, remaining, out)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     if out is not None:
         callbacks.append(_ProgressLine(out, config))
+    def annotate(study: optuna.Study, trial: FrozenTrial) -> None:
+        annotate_study(study, config=config)
+
+    callbacks.append(annotate)
     study.optimize(objective, n_trials=remaining, timeout=timeout or config.timeout,
                    catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
     return study
@@ -268,7 +285,7 @@ def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage:
                 f"{r['latency_ms']:>10.4f} {r['energy_uj']:>9.4f}  {r['summary']}"
             )
     if storage is not None:
-        lines.append(f"watch it: optuna-dashboard {storage}")
+        lines.append(f"watch it: hasnas dashboard --storage {storage} --study-name {study.study_name}")
     return "\n".join(lines)
 
 

@@ -86,8 +86,14 @@ class SNNClassifier(pl.LightningModule):
             metrics = self.trainer.callback_metrics
             self.history.append({
                 "epoch": float(self.current_epoch),
-                **{k: float(metrics[k]) for k in ("train_loss", "val_loss", "val_acc") if k in metrics},
+                **{k: float(metrics[k]) for k in ("val_loss", "val_acc") if k in metrics},
             })
+
+    def on_train_epoch_end(self) -> None:
+        # runs after this epoch's validation: complete its history row with the epoch's training loss
+        loss = self.trainer.callback_metrics.get("train_loss")
+        if loss is not None and self.history and self.history[-1]["epoch"] == float(self.current_epoch):
+            self.history[-1]["train_loss"] = float(loss)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

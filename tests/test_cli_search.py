@@ -38,7 +38,7 @@ def test_search_resume_and_best(tmp_path: Path) -> None:
     run = hasnas("search", str(config), "--storage", storage, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "trial   0" in run.stdout and "trial   1" in run.stdout
-    assert f"optuna-dashboard {storage}" in run.stdout
+    assert f"hasnas dashboard --storage {storage}" in run.stdout
     assert "Traceback" not in run.stderr
     again = hasnas("search", str(config), "--storage", storage, "--n-trials", "3", cwd=tmp_path)
     assert "study 'tiny': 2 finished trials, running 1 more" in again.stdout
@@ -51,6 +51,15 @@ def test_search_resume_and_best(tmp_path: Path) -> None:
     assert rows == sorted(rows, key=lambda r: -r["val_accuracy"])
     table = hasnas("best", "--storage", storage, "--study-name", "tiny", cwd=tmp_path)
     assert "3 trials" in table.stdout and "val acc" in table.stdout
+    assert f"hasnas dashboard --storage {storage} --study-name tiny" in table.stdout
+    # the search kept artifacts beside the database, so the best network can be exported as is
+    assert (tmp_path / "runs-artifacts").is_dir()
+    exported = hasnas("export", "--storage", storage, "--study-name", "tiny", "--out", str(tmp_path / "out"),
+                      cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert {"weights.pt", "architecture.json", "cost_report.json", "network.nir"} <= {
+        p.name for p in (tmp_path / "out").iterdir()}
+    assert json.loads((tmp_path / "out" / "architecture.json").read_text()) == rows[0]["architecture"]
 
 
 def test_search_errors_are_one_line(tmp_path: Path) -> None:
