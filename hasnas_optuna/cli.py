@@ -172,6 +172,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _stored_study(parser: argparse.ArgumentParser, *, artifacts: bool = True) -> None:
+    """The ``--storage URL --study-name NAME [--artifact-dir DIR]`` of commands reading a study."""
+    parser.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
+    parser.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    if artifacts:
+        parser.add_argument("--artifact-dir", metavar="DIR",
+                            help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``hasnas`` (one sub-command per job)."""
     parser = _Parser(
@@ -224,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(handler=_search)
 
     best = sub.add_parser("best", help="print the best feasible trials of a study")
-    best.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
-    best.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    _stored_study(best, artifacts=False)
     best.add_argument("--limit", type=_positive_int, default=10, metavar="N", help="rows (default: %(default)s)")
     best.add_argument("--json", action="store_true", help="print JSON instead of a table")
     best.set_defaults(handler=_best)
@@ -249,11 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write DIR/report.html (self-contained) and PNG figures: Pareto front feasible vs infeasible, "
         "each cost against its budget, the best feasible network's per-layer costs, and search progress.",
     )
-    report.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
-    report.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    _stored_study(report)
     report.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
-    report.add_argument("--artifact-dir", metavar="DIR",
-                        help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
     report.set_defaults(handler=_report)
 
     export = sub.add_parser(
@@ -261,13 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write DIR/architecture.json, weights.pt, cost_report.json, network.nir (Neuromorphic "
         "Intermediate Representation) and trial.json for one trained trial (default: the best feasible one).",
     )
-    export.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL")
-    export.add_argument("--study-name", required=True, metavar="NAME", help="study name")
+    _stored_study(export)
     export.add_argument("--trial", type=_non_negative_int, metavar="N",
                         help="trial number (default: the best feasible trained trial)")
     export.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
-    export.add_argument("--artifact-dir", metavar="DIR",
-                        help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
     export.set_defaults(handler=_export)
     return parser
 
