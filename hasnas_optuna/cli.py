@@ -73,11 +73,14 @@ def _search(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     storage = args.storage
+    if args.training_progress:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, progress_bar=True))
     study = run_search(
         config, storage=storage, study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
-        artifact_dir=args.artifact_dir,
+        artifact_dir=args.artifact_dir, out=None if args.quiet else sys.stdout,
     )
-    print()
+    if not args.quiet:
+        print()
     print(format_best(study, best_rows(study), storage=storage))
     return 0
 
@@ -227,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="finished trials the study should hold (default: the config's)")
     search.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
     search.add_argument("--seed", type=_non_negative_int, metavar="S", help="sampler and training seed")
+    search.add_argument("--quiet", action="store_true",
+                        help="no line per trial; print only the table of best trials at the end")
+    search.add_argument("--training-progress", action="store_true",
+                        help="show Lightning's progress bar while each trial trains")
     search.add_argument("--artifact-dir", metavar="DIR",
                         help="where trained trials keep drawings, costs, curves and weights "
                         "(default: <db>-artifacts/ beside a SQLite file)")

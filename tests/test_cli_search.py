@@ -43,6 +43,8 @@ def test_search_resume_and_best(tmp_path: Path) -> None:
     again = hasnas("search", str(config), "--storage", storage, "--n-trials", "3", cwd=tmp_path)
     assert "study 'tiny': 2 finished trials, running 1 more" in again.stdout
     assert "trial   2" in again.stdout
+    quiet = hasnas("search", str(config), "--storage", storage, "--n-trials", "4", "--quiet", cwd=tmp_path)
+    assert quiet.returncode == 0 and "trial   3" not in quiet.stdout and "4 trials" in quiet.stdout
     best = hasnas("best", "--storage", storage, "--study-name", "tiny", "--json", cwd=tmp_path)
     assert best.returncode == 0, best.stderr
     rows = json.loads(best.stdout)
@@ -50,7 +52,7 @@ def test_search_resume_and_best(tmp_path: Path) -> None:
                      "architecture"} <= set(rows[0])
     assert rows == sorted(rows, key=lambda r: -r["val_accuracy"])
     table = hasnas("best", "--storage", storage, "--study-name", "tiny", cwd=tmp_path)
-    assert "3 trials" in table.stdout and "val acc" in table.stdout
+    assert "4 trials" in table.stdout and "val acc" in table.stdout
     assert f"hasnas dashboard --storage {storage} --study-name tiny" in table.stdout
     # the search kept artifacts beside the database, so the best network can be exported as is
     assert (tmp_path / "runs-artifacts").is_dir()
