@@ -67,11 +67,16 @@ def test_energy_watch_stops_and_completes_the_trial_in_multi_objective_studies()
         "study": {"objectives": ["accuracy", "energy"], "hardware_aware": False},
         "hardware": {"default_spike_rate": 0.0},
     })
-    probe = optuna.create_study().ask()
-    prior = estimate_cost(suggest_architecture(probe, config.space).to_network(), config.hardware()).energy_uj
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    suggest_architecture(probe, config.space)
+    params = {**probe.params, "snn/threshold": 0.5}  # a low threshold: the network surely spikes
+    probe_study = optuna.create_study()
+    probe_study.enqueue_trial(params)
+    arch = suggest_architecture(probe_study.ask(), config.space)
+    prior = estimate_cost(arch.to_network(), config.hardware()).energy_uj
     config = dataclasses.replace(config, budgets=Budgets(energy=prior))  # feasible before training, just
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.enqueue_trial(probe.params)
+    study.enqueue_trial(params)
     study.optimize(HasnasObjective(config), n_trials=1)
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
