@@ -220,6 +220,7 @@ def _quiet_lightning() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
             warnings.filterwarnings("ignore", message=".*treespec.*")
+            warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
             yield
     finally:
         for name, level in levels.items():
