@@ -24,7 +24,6 @@ Per trial:
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from hasnas_optuna.training import EnergyWatch, SNNClassifier, TrialFailed, trai
 
 __all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "set_budget_constraints"]
 
-_LOG = logging.getLogger("hasnas_optuna")
 COST_KEYS = {"memory": "memory_params", "area": "area_mm2", "latency": "latency_ms", "energy": "energy_uj"}
 """Budget/objective name -> :class:`CostReport` attribute."""
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from hasnas_optuna._errors import HasnasError
@@ -225,8 +224,3 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """All trainable parameters (weights, biases, batch norm)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
