@@ -3,13 +3,15 @@
 SAHD (SNASNet, paper.md 9.3): for every LIF population and timestep, each sample's binary spike
 code; the Hamming distance of two samples normalised by the distance their firing sparsities
 alone would give, ``d_SAH = 0.5 * d_H / (N (r_i (1 - r_j) + (1 - r_i) r_j))``; the kernel
-``K = N - d_SAH`` averaged over populations and timesteps; the score is ``log |det K|``.
+``K = N - d_SAH`` averaged over populations and timesteps; the score is ``log |det K|`` (the
+absolute value, as SNASNet takes it: the SAHD kernel need not be positive definite).
 NASWOT (Mellor et al.) is the same with the raw Hamming distance ``K = N - d_H``. ``params``
 (the number of weights) is the baseline every proxy must beat (snn.md section 7).
 
 Guards: a population whose codes are identical for every sample (silent, saturated, or blind to the
 input) carries no information and is skipped; a candidate with no informative population, or a
-singular kernel (e.g. two samples with the same codes everywhere), scores ``-inf`` (the worst).
+singular kernel (e.g. two samples with the same codes everywhere, common in nearly silent networks
+at initialisation), scores ``-inf`` (the worst).
 """
 
 from __future__ import annotations
@@ -74,13 +76,15 @@ def score_architecture(arch: Architecture, images: torch.Tensor, *, fitness: str
     if used == 0:
         return -math.inf
     sign, logdet = torch.linalg.slogdet(kernel / used)
-    return float(logdet) if float(sign) > 0 and math.isfinite(float(logdet)) else -math.inf
+    return float(logdet) if float(sign) != 0 and math.isfinite(float(logdet)) else -math.inf
 
 
 def _kernel(codes: torch.Tensor, *, sparsity_aware: bool) -> torch.Tensor:
     """``N - d`` for binary codes ``[B, N]``; ``d`` is the (sparsity-normalised) Hamming distance."""
     n = codes.shape[1]
-    hamming = codes @ (1 - codes).T + (1 - codes) @ codes.T
+    # d_H(i, j) = |c_i| + |c_j| - 2 c_i . c_j: one product of 0/1 codes, exact in float32 below 2**24
+    ones = codes.sum(dim=1, keepdim=True)
+    hamming = ones + ones.T - 2 * (codes.float() @ codes.float().T).double()
     if not sparsity_aware:
         return n - hamming
     rate = codes.mean(dim=1, keepdim=True)

@@ -7,7 +7,7 @@ storage keys and generations) and, for each trial:
 
 1. asks the base sampler for a complete parameter set (``sample_relative``, then
    ``sample_independent`` for what the base leaves out, e.g. in NSGA-II's first generation);
-2. decodes it into an architecture (and chip), costs it analytically (microseconds) at the chip's
+2. decodes it into an architecture (and chip), costs it analytically (about a millisecond) at the chip's
    prior spike rates, and rejects it when a budget known before training is broken or when the
    same architecture (and chip) is already in the study, RUNNING trials of other workers included;
 3. after ``max_tries`` rejected proposals, falls back to uniform random proposals from the space,
@@ -17,7 +17,12 @@ storage keys and generations) and, for each trial:
    cell ops are kept; if even that breaks a budget or is a duplicate, the proposal is handed out
    as it is and the objective's own early pruning completes it as infeasible.
 
-What happened is recorded per trial as user attributes ``sampler/outcome`` (``base``,
+Given a ranked list of candidates (:meth:`HardwareAwareSampler.prefer`, used by the
+training-free mode), it hands those out first, best first, skipping any already in the study;
+:meth:`HardwareAwareSampler.draw` draws many distinct feasible candidates at once, outside any
+trial.
+
+What happened is recorded per trial as user attributes ``sampler/outcome`` (``ranked``, ``base``,
 ``fallback``, ``repaired`` or ``unresolved``), ``sampler/rejected`` and ``sampler/key``. The key is
 written (claimed) the moment a sample is chosen, so workers sharing a storage see each other's
 choices, and a claim/confirm step settles two workers picking the same architecture at once.
@@ -26,7 +31,8 @@ choices, and a claim/confirm step settles two workers picking the same architect
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,10 +43,10 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError
-from hasnas_optuna.cim import Budgets, Hardware, estimate_cost
+from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.search_space import SearchSpace, architecture_from_params, hardware_from_params
 
-__all__ = ["HardwareAwareSampler"]
+__all__ = ["Candidate", "HardwareAwareSampler"]
 
 KEY_ATTR = "sampler/key"
 CONFIRMED_ATTR = "sampler/confirmed"
@@ -48,6 +54,19 @@ _CLAIMS = 8
 """How often a trial re-chooses after losing an architecture to a concurrent worker."""
 _CHEAP_OPS = ("zero", "skip", "avgpool3x3", "conv1x1", "conv3x3")
 """Edge ops from cheapest to costliest on a crossbar (no weights first)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A complete parameter set with its identity and its costs at the chip's prior spike rates.
+
+    ``attrs`` are user attributes the sampler writes on the trial that receives it (e.g. its rank).
+    """
+
+    params: dict[str, Any]
+    key: str
+    report: CostReport | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
 class HardwareAwareSampler(BaseSampler):
@@ -115,6 +134,8 @@ class HardwareAwareSampler(BaseSampler):
         self._distributions = space.distributions()
         self._lock = threading.Lock()
         self._keys: dict[int, str | None] = {}  # trial id -> key, for finished trials
+        self._preferred: list[Candidate] = []
+        self._ranked_attrs: dict[str, dict[str, Any]] = {}
 
     # -- Optuna's sampler interface -------------------------------------------------------------
 
@@ -129,29 +150,111 @@ class HardwareAwareSampler(BaseSampler):
         storage = study._storage
         with self._lock:
             lost: set[str] = set()
-            for _ in range(_CLAIMS):
+            for attempt in range(_CLAIMS):
                 seen = (self._seen_keys(study, trial) | lost) if self.deduplicate else set()
-                params, outcome, rejected, key = self._choose(study, trial, seen)
+                # after half the attempts, leave the ranked list: workers that keep colliding on the
+                # same ranked candidate go on with (different) random proposals
+                params, outcome, rejected, key = self._choose(study, trial, seen, ranked=attempt < _CLAIMS // 2)
                 storage.set_trial_user_attr(trial._trial_id, KEY_ATTR, key)
-                if not self.deduplicate or outcome == "unresolved" or not self._lost_claim(study, trial, key):
+                if not self.deduplicate or outcome == "unresolved":
                     break
+                if self._lost_claim(study, trial, key, confirmed=False):
+                    lost.add(key)
+                    continue
+                storage.set_trial_user_attr(trial._trial_id, CONFIRMED_ATTR, True)
+                if not self._lost_claim(study, trial, key, confirmed=True):
+                    break
+                storage.set_trial_user_attr(trial._trial_id, CONFIRMED_ATTR, False)
                 lost.add(key)
             storage.set_trial_user_attr(trial._trial_id, CONFIRMED_ATTR, True)
             storage.set_trial_user_attr(trial._trial_id, "sampler/outcome", outcome)
             storage.set_trial_user_attr(trial._trial_id, "sampler/rejected", rejected)
+            if outcome == "ranked":
+                for name, value in self._ranked_attrs.get(key, {}).items():
+                    storage.set_trial_user_attr(trial._trial_id, name, value)
         return params
 
-    def _lost_claim(self, study: Study, trial: FrozenTrial, key: str) -> bool:
-        """Whether a concurrent worker's trial holds ``key`` too and keeps it.
+    # -- candidates outside trials ----------------------------------------------------------------
 
-        A claim (the key written) becomes confirmed once checked. A trial loses to a confirmed
-        claim, and to an unconfirmed one of a trial created before it; so of two workers that pick
-        the same architecture at the same moment exactly one keeps it.
+    def prefer(self, candidates: Sequence[Candidate]) -> None:
+        """Hand out ``candidates`` first, in this order, before asking the base sampler.
+
+        Each trial gets the first candidate whose architecture is not yet in the study (RUNNING
+        trials of other workers included, as for any proposal); it records ``sampler/outcome =
+        "ranked"`` and the candidate's ``attrs``. Candidates are assumed to fit the budgets (e.g.
+        from :meth:`draw`). Once all are taken, the base sampler proposes as usual.
+
+        Example:
+            >>> import optuna
+            >>> from hasnas_optuna import SearchSpace, suggest_architecture
+            >>> from hasnas_optuna.cim import Budgets, load_hardware
+            >>> space = SearchSpace()
+            >>> sampler = HardwareAwareSampler(space, hardware=load_hardware(), budgets=Budgets(memory=5000), seed=0)
+            >>> picks = sampler.draw(2, seed=1)
+            >>> sampler.prefer(picks)
+            >>> study = optuna.create_study(sampler=sampler)
+            >>> study.optimize(lambda t: suggest_architecture(t, space).to_network().params, n_trials=3)
+            >>> [t.user_attrs["sampler/outcome"] for t in study.trials]
+            ['ranked', 'ranked', 'base']
+            >>> [t.user_attrs["sampler/key"] for t in study.trials[:2]] == [c.key for c in picks]
+            True
+        """
+        if not self.deduplicate:
+            raise ConfigError("prefer() needs deduplicate=True: it skips candidates already in the study by their key")
+        with self._lock:
+            self._preferred = list(candidates)
+            self._ranked_attrs = {c.key: dict(c.attrs) for c in self._preferred}
+
+    def draw(self, count: int, *, exclude: Collection[str] = (), seed: int | None = None,
+             max_tries: int | None = None) -> list[Candidate]:
+        """Up to ``count`` distinct candidates drawn uniformly at random that meet the budgets.
+
+        This is the SNASNet/HASNAS candidate generator (paper.md 5): random architectures, each
+        costed analytically (about a millisecond) and kept only when every budget holds and its
+        key is new (not in ``exclude``, not drawn before). It runs outside any trial, so it costs
+        no storage writes. Stops after ``max_tries`` proposals (by default ``count`` times
+        ``max_tries + fallback_tries``), so a space with few feasible architectures returns fewer.
+
+        Example:
+            >>> from hasnas_optuna import SearchSpace
+            >>> from hasnas_optuna.cim import Budgets, load_hardware
+            >>> sampler = HardwareAwareSampler(SearchSpace(), hardware=load_hardware(), budgets=Budgets(memory=5000))
+            >>> picks = sampler.draw(5, seed=0)
+            >>> len(picks), len({c.key for c in picks}), all(c.report.memory_params <= 5000 for c in picks)
+            (5, 5, True)
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"count={count!r} must be an integer >= 0")
+        limit = count * (self.max_tries + self.fallback_tries) if max_tries is None else max_tries
+        rng = np.random.RandomState(seed)
+        seen = set(exclude)
+        picks: list[Candidate] = []
+        for _ in range(limit):
+            if len(picks) == count:
+                break
+            params = self._random(rng)
+            key = self.key_of(params)
+            if key in seen:
+                continue
+            report = self._cost(params)
+            if self._fits(report):
+                seen.add(key)
+                picks.append(Candidate(params, key, report))
+        return picks
+
+    def _lost_claim(self, study: Study, trial: FrozenTrial, key: str, *, confirmed: bool) -> bool:
+        """Whether another worker's trial holds ``key`` too and keeps it.
+
+        Each trial writes its key before it reads the others' (so of two overlapping claims the
+        later reader sees the earlier write), then checks twice. Before confirming, it yields to a
+        confirmed claim and to any claim of a trial created before it; after writing its
+        confirmation, it yields to any claim of a trial created before it that still holds the key.
+        Two trials can then never both keep a key; at worst both yield and choose again.
         """
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
             if t._trial_id == trial._trial_id or t.state == TrialState.FAIL or t.user_attrs.get(KEY_ATTR) != key:
                 continue
-            if t.user_attrs.get(CONFIRMED_ATTR) or t._trial_id < trial._trial_id:
+            if t._trial_id < trial._trial_id or (not confirmed and t.user_attrs.get(CONFIRMED_ATTR)):
                 return True
         return False
 
@@ -174,7 +277,11 @@ class HardwareAwareSampler(BaseSampler):
 
     # -- choosing -------------------------------------------------------------------------------
 
-    def _choose(self, study: Study, trial: FrozenTrial, seen: set[str]) -> tuple[dict[str, Any], str, int, str]:
+    def _choose(self, study: Study, trial: FrozenTrial, seen: set[str], *, ranked: bool = True
+                ) -> tuple[dict[str, Any], str, int, str]:
+        for candidate in self._preferred if ranked else ():
+            if candidate.key not in seen:
+                return dict(candidate.params), "ranked", 0, candidate.key
         last: dict[str, Any] = {}
         rejected = 0
         for source, tries in (("base", self.max_tries), ("fallback", self.fallback_tries)):
@@ -201,17 +308,18 @@ class HardwareAwareSampler(BaseSampler):
                 params[name] = self.base.sample_independent(study, trial, name, dist)
         return params
 
-    def _random(self) -> dict[str, Any]:
+    def _random(self, rng: np.random.RandomState | None = None) -> dict[str, Any]:
+        rng = self._rng if rng is None else rng
         params: dict[str, Any] = {}
         for name, dist in self._distributions.items():
             if isinstance(dist, CategoricalDistribution):
-                params[name] = dist.choices[self._rng.randint(len(dist.choices))]
+                params[name] = dist.choices[rng.randint(len(dist.choices))]
             else:
                 low, high = dist.low, dist.high  # type: ignore[attr-defined]
                 if getattr(dist, "log", False):
-                    params[name] = float(np.exp(self._rng.uniform(np.log(low), np.log(high))))
+                    params[name] = float(np.exp(rng.uniform(np.log(low), np.log(high))))
                 else:
-                    params[name] = float(self._rng.uniform(low, high))
+                    params[name] = float(rng.uniform(low, high))
         return params
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +352,16 @@ class HardwareAwareSampler(BaseSampler):
         key = self.key_of(params)
         if not self.budgets.items():
             return key, True
+        return key, self._fits(self._cost(params))
+
+    def _cost(self, params: dict[str, Any]) -> CostReport:
         chip = self.hardware
         if self.space.hardware is not None:
             chip = hardware_from_params(params, self.space, self.hardware)
-        report = estimate_cost(architecture_from_params(params, self.space).to_network(), chip)
-        return key, all(slack <= 0 for _, _, _, slack in self.budgets.check(report))
+        return estimate_cost(architecture_from_params(params, self.space).to_network(), chip)
+
+    def _fits(self, report: CostReport) -> bool:
+        return all(slack <= 0 for _, _, _, slack in self.budgets.check(report))
 
     def _seen_keys(self, study: Study, current: FrozenTrial) -> set[str]:
         seen: set[str] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hasnas_optuna import ConfigError
 from hasnas_optuna.architecture import Architecture, Cell
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.fitness import _kernel, score_architecture
+from hasnas_optuna.screening import load_scored, screen
 from hasnas_optuna.study import run_search
 
 CELL = Cell.from_matrix("0302 0030 0003 0000")
@@ -54,8 +56,6 @@ FAST = {"space": {"channels": [4, 8], "hidden_features": [0, 16], "timesteps": [
 
 
 def test_energy_watch_stops_and_completes_the_trial_in_multi_objective_studies() -> None:
-    import dataclasses
-
     from hasnas_optuna.cim import Budgets, estimate_cost
     from hasnas_optuna.objective import HasnasObjective
     from hasnas_optuna.search_space import suggest_architecture
@@ -89,18 +89,42 @@ def test_energy_watch_stops_and_completes_the_trial_in_multi_objective_studies()
 
 def test_training_free_mode_scores_many_and_trains_the_best(tmp_path: Path) -> None:
     config = StudyConfig.from_dict({
-        **FAST, "study": {"fitness": "sahd", "score_trials": 12, "n_trials": 2, "population_size": 4},
+        **FAST, "study": {"fitness": "sahd", "score_trials": 12, "score_batch": 32, "n_trials": 2,
+                          "population_size": 4},
         "budgets": {"memory": 3000},
     })
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = run_search(config, storage=storage, out=None)
-    scores = optuna.load_study(study_name="hasnas:scores", storage=storage)
-    assert len(scores.trials) == 12 and all(t.user_attrs["phase"] == "score" for t in scores.trials)
-    assert all(t.constraints["memory"] <= 0 for t in scores.trials)  # the hardware-aware sampler at work
-    ranked = sorted((t for t in scores.trials if t.value is not None), key=lambda t: -float(t.value or 0))
-    assert len(study.trials) == 2
-    assert [t.user_attrs["score_trial"] for t in study.trials] == [t.number for t in ranked[:2]]
-    assert all(t.user_attrs["trained"] for t in study.trials)
-    # a rerun neither rescores nor retrains
+    scored = load_scored(storage, "hasnas")
+    assert len(scored) == 12 and len({c.key for c in scored}) == 12
+    assert all(c.costs["memory_params"] <= 3000 for c in scored)  # only feasible candidates are scored
+    assert [c.score for c in scored] == sorted((c.score for c in scored), reverse=True)
+    # candidates are records of the scores study, never trials: nothing to mix up with trained ones
+    assert optuna.load_study(study_name="hasnas:scores", storage=storage).trials == []
+    best = [c for c in scored if math.isfinite(c.score)]
+    assert len(study.trials) == 2 and all(t.user_attrs["trained"] for t in study.trials)
+    assert [t.user_attrs["sampler/key"] for t in study.trials] == [c.key for c in best[:2]]
+    assert [t.user_attrs["sampler/outcome"] for t in study.trials] == ["ranked", "ranked"]
+    assert [t.user_attrs["screen/score"] for t in study.trials] == [c.score for c in best[:2]]
+    # a rerun neither rescores nor retrains; asking for one more trains the next best
     again = run_search(config, storage=storage, out=None)
-    assert len(again.trials) == 2 and len(optuna.load_study(study_name="hasnas:scores", storage=storage).trials) == 12
+    assert len(again.trials) == 2 and load_scored(storage, "hasnas") == scored
+    more = run_search(dataclasses.replace(config, n_trials=3), storage=storage, out=None)
+    assert [t.user_attrs["sampler/key"] for t in more.trials] == [c.key for c in best[:3]]
+
+
+def test_screening_resumes_without_rescoring_and_refuses_another_fitness() -> None:
+    images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    config = StudyConfig.from_dict({**FAST, "study": {"fitness": "sahd", "score_trials": 5, "score_batch": 16},
+                                    "budgets": {"memory": 3000}})
+    storage = optuna.storages.InMemoryStorage()
+    first = screen(config, storage=storage, study_name="s", images=images)
+    assert first.new == 5 and first.seconds["score"] > 0
+    bigger = screen(dataclasses.replace(config, score_trials=8), storage=storage, study_name="s", images=images)
+    assert bigger.new == 3 and len(bigger.ranked) == 8
+    kept = {c.key: c.score for c in bigger.ranked}
+    assert all(kept[c.key] == c.score for c in first.ranked)  # the first five were not scored again
+    with pytest.raises(ConfigError, match="scored with fitness='sahd', the config asks for 'naswot'"):
+        screen(dataclasses.replace(config, fitness="naswot"), storage=storage, study_name="s", images=images)
+    with pytest.raises(ConfigError, match="'nothing' has no screened candidates"):
+        load_scored(storage, "nothing")

@@ -5,6 +5,7 @@ The objective here is the cost model alone (no training), so each scenario runs 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from pathlib import Path
@@ -188,3 +189,42 @@ def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="hardware space does not fit hardware 'spikesim-65nm'"):
         HardwareAwareSampler(SearchSpace(hardware=HardwareSpace()), hardware=load_hardware("spikesim-65nm"),
                              budgets=BUDGETS)
+
+
+def test_draw_gives_distinct_feasible_candidates_reproducibly() -> None:
+    s = sampler("random")
+    picks = s.draw(20, seed=3)
+    assert len(picks) == 20 and len({c.key for c in picks}) == 20
+    assert all(s.evaluate(c.params) == (c.key, True) for c in picks)
+    assert all(c.report is not None and c.report.memory_params <= 16000 for c in picks)
+    assert [c.key for c in s.draw(20, seed=3)] == [c.key for c in picks]
+    others = s.draw(10, seed=3, exclude={c.key for c in picks[:5]})
+    assert not {c.key for c in others} & {c.key for c in picks[:5]}
+    strict = HardwareAwareSampler(SPACE, hardware=CHIP, budgets=Budgets(memory=1), seed=0)
+    assert strict.draw(3, max_tries=50) == []  # nothing fits: fewer (here none), never an infeasible one
+    with pytest.raises(ConfigError, match="count=-1 must be an integer >= 0"):
+        s.draw(-1)
+
+
+def test_preferred_candidates_go_first_once_each_across_workers(tmp_path: Path) -> None:
+    ranked = sampler("random").draw(12, seed=5)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    workers = []
+    for _ in range(2):
+        own = sampler("nsga2")
+        own.prefer([dataclasses.replace(c, attrs={"screen/rank": i}) for i, c in enumerate(ranked)])
+        workers.append(optuna.load_study(study_name="s", storage=storage, sampler=own))
+    threads = [threading.Thread(target=w.optimize, args=(objective,), kwargs={"n_trials": 8}) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert_clean(study)
+    outcomes = Counter(t.user_attrs["sampler/outcome"] for t in study.trials)
+    assert outcomes["ranked"] == 12 and len(study.trials) == 16  # every candidate once, then the base sampler
+    got = {t.user_attrs[KEY_ATTR]: t.user_attrs["screen/rank"] for t in study.trials if "screen/rank" in t.user_attrs}
+    assert got == {c.key: i for i, c in enumerate(ranked)}
+    with pytest.raises(ConfigError, match="prefer\\(\\) needs deduplicate=True"):
+        sampler("random", deduplicate=False).prefer(ranked)
