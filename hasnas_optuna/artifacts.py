@@ -12,7 +12,7 @@ run inside the objective, before it returns. The files of one trial:
 ``architecture.json`` ``Architecture.to_json()``, what :func:`hasnas_optuna.export` rebuilds
 ``cost_report.json`` ``CostReport.to_dict()``: totals and the per-layer, per-component breakdown
 ``cost_layers.csv``  the per-layer breakdown as a table
-``training_curve.png`` losses and validation accuracy per epoch (``.csv`` without matplotlib)
+``training_curve.svg`` losses and validation accuracy per epoch
 ``weights.pt``       the trained network's ``state_dict`` (``torch.save``)
 ==================== =====================================================================
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.storage import journal_path, sqlite_path
 
 if TYPE_CHECKING:
     import torch
@@ -50,9 +52,9 @@ if TYPE_CHECKING:
     from hasnas_optuna.cim import CostReport
 
 __all__ = [
-    "ARCHITECTURE_JSON", "ARCHITECTURE_SVG", "COST_CSV", "COST_JSON", "CURVE_CSV", "CURVE_PNG", "WEIGHTS",
+    "ARCHITECTURE_JSON", "ARCHITECTURE_SVG", "COST_CSV", "COST_JSON", "CURVE_SVG", "WEIGHTS",
     "artifact_dir_for", "cost_layers_csv", "download_trial_artifact", "find_artifact", "open_artifact_store",
-    "save_trial_artifacts", "sqlite_path", "trial_artifact_names", "trial_logger", "write_training_curve",
+    "save_trial_artifacts", "trial_artifact_names", "trial_logger", "training_curve_svg", "write_training_curve",
 ]
 
 _LOG = optuna.logging.get_logger("hasnas_optuna.artifacts")
@@ -61,8 +63,7 @@ ARCHITECTURE_SVG = "architecture.svg"
 ARCHITECTURE_JSON = "architecture.json"
 COST_JSON = "cost_report.json"
 COST_CSV = "cost_layers.csv"
-CURVE_PNG = "training_curve.png"
-CURVE_CSV = "training_curve.csv"
+CURVE_SVG = "training_curve.svg"
 WEIGHTS = "weights.pt"
 _MIMETYPES = {
     ".svg": "image/svg+xml", ".json": "application/json", ".csv": "text/csv", ".png": "image/png",
@@ -72,21 +73,6 @@ _MIMETYPES = {
 
 # ---------------------------------------------------------------------------------------------
 # Where the store lives
-
-def sqlite_path(storage: str) -> Path | None:
-    """The database file of a ``sqlite:///FILE`` URL; ``None`` for in-memory or non-SQLite storages.
-
-    Example:
-        >>> sqlite_path("sqlite:////data/s.db?timeout=5").as_posix(), sqlite_path("sqlite://"), sqlite_path("postgresql://h/db")
-        ('/data/s.db', None, None)
-    """
-    if not storage.startswith("sqlite:///"):
-        return None
-    path = storage[len("sqlite:///"):].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
 
 def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path | None = None) -> Path:
     """The artifact folder of a study storage: ``artifact_dir`` if given, else beside the SQLite file.
@@ -105,7 +91,7 @@ def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path
     if artifact_dir is not None:
         return Path(artifact_dir)
     url = storage if isinstance(storage, str) else getattr(storage, "url", None)
-    path = sqlite_path(url) if isinstance(url, str) else None
+    path = (sqlite_path(url) or journal_path(url)) if isinstance(url, str) else None
     if path is None:
         shown = url if isinstance(url, str) else type(storage).__name__
         raise ConfigError(f"storage {shown!r} has no database file to keep artifacts beside; "
@@ -186,56 +172,78 @@ def cost_layers_csv(report: CostReport) -> str:
 
 
 def write_training_curve(history: Sequence[Mapping[str, float]], folder: str | Path) -> Path | None:
-    """Write ``training_curve.png`` (``training_curve.csv`` without matplotlib) into ``folder``.
+    """Write ``training_curve.svg`` (loss and validation accuracy per epoch) into ``folder``.
 
     ``history`` is the objective's per-epoch list (``epoch``, ``train_loss``, ``val_loss``,
-    ``val_acc``); returns the file written, or ``None`` for an empty history.
+    ``val_acc``); returns the file written, or ``None`` for an empty history. Plain SVG text, no
+    plotting library: it runs after every trial, where a matplotlib figure cost about 3 % of a
+    10-epoch digits trial (benchmarks/RESULTS.md, per-trial overhead).
 
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     write_training_curve([{"epoch": 0.0, "train_loss": 2.0, "val_acc": 0.5}], tmp).suffix
-        '.png'
+        ...     write_training_curve([{"epoch": 0.0, "train_loss": 2.0, "val_acc": 0.5}], tmp).name
+        'training_curve.svg'
     """
     if not history:
         return None
-    folder = Path(folder)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
-        keys = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
-        path = folder / CURVE_CSV
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(history)
-        return path
-    epochs = [row.get("epoch", float(i)) + 1 for i, row in enumerate(history)]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
-    for key, style in (("train_loss", "-o"), ("val_loss", "--s")):
-        points = [(e, row[key]) for e, row in zip(epochs, history, strict=True) if key in row]
-        if points:
-            loss_ax.plot(*zip(*points, strict=True), style, label=key.replace("_", " "))
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    loss_ax.legend(loc="best", fontsize=8)
-    points = [(e, row["val_acc"]) for e, row in zip(epochs, history, strict=True) if "val_acc" in row]
-    if points:
-        acc_ax.plot(*zip(*points, strict=True), "-o", color="tab:green")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        if len(epochs) <= 12:
-            ax.set_xticks(epochs)
-        else:
-            ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    path = folder / CURVE_PNG
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    path = Path(folder) / CURVE_SVG
+    path.write_text(training_curve_svg(history), encoding="utf-8")
     return path
+
+
+def training_curve_svg(history: Sequence[Mapping[str, float]]) -> str:
+    """Two panels as SVG text: training and validation loss, and validation accuracy, per epoch."""
+    epochs = [row.get("epoch", float(i)) + 1 for i, row in enumerate(history)]
+    width, height, pad = 360, 240, 44
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
+             f'viewBox="0 0 {2 * width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">',
+             f'<rect width="{2 * width}" height="{height}" fill="white"/>']
+    panels = [("loss", "cross-entropy", [("train_loss", "#1f5fa8", ""), ("val_loss", "#d9730d", "5,3")], None),
+              ("validation accuracy", "accuracy", [("val_acc", "#2a8a3e", "")], (0.0, 1.0))]
+    for k, (title, ylabel, series, fixed) in enumerate(panels):
+        x0 = k * width
+        lines = [(key, color, dash, [(e, float(row[key])) for e, row in zip(epochs, history, strict=True)
+                                     if key in row and math.isfinite(float(row[key]))]) for key, color, dash in series]
+        values = [v for *_, points in lines for _, v in points]
+        low, high = fixed or (min(values, default=0.0), max(values, default=1.0))
+        if high - low < 1e-9:
+            low, high = low - 0.5, high + 0.5
+        first, last = min(epochs), max(epochs)
+        span = (last - first) or 1.0
+
+        def xy(e: float, v: float, x0: float = x0, low: float = low, high: float = high, first: float = first,
+               span: float = span) -> str:
+            x = x0 + pad + (e - first) / span * (width - 1.5 * pad)
+            y = height - pad - (v - low) / (high - low) * (height - 2 * pad)
+            return f"{x:.1f},{y:.1f}"
+
+        left, right, top, bottom = x0 + pad, x0 + width - pad / 2, pad, height - pad
+        parts.append(f'<text x="{x0 + width / 2:.1f}" y="18" font-size="13" text-anchor="middle">{title}</text>')
+        parts.append(f'<polyline points="{left},{top} {left},{bottom} {right},{bottom}" fill="none" stroke="#444"/>')
+        for value in (low, (low + high) / 2, high):
+            parts.append(f'<text x="{left - 4:.1f}" y="{xy(first, value).split(",")[1]}" font-size="10" '
+                         f'text-anchor="end" dominant-baseline="middle">{value:.3g}</text>')
+        for e in sorted({first, last, epochs[len(epochs) // 2]}):
+            parts.append(f'<text x="{xy(e, low).split(",")[0]}" y="{bottom + 14:.1f}" font-size="10" '
+                         f'text-anchor="middle">{e:g}</text>')
+        parts.append(f'<text x="{x0 + width / 2:.1f}" y="{height - 8}" font-size="11" text-anchor="middle">'
+                     f'epoch</text>')
+        parts.append(f'<text x="{x0 + 12}" y="{height / 2:.1f}" font-size="11" text-anchor="middle" '
+                     f'transform="rotate(-90 {x0 + 12} {height / 2:.1f})">{ylabel}</text>')
+        for j, (key, color, dash, points) in enumerate(lines):
+            if not points:
+                continue
+            dashes = f' stroke-dasharray="{dash}"' if dash else ""
+            coords = " ".join(xy(e, v) for e, v in points)
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"{dashes}>'
+                         f'<title>{key}</title></polyline>')
+            parts += [f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{color}"/>'
+                      for c in coords.split()]
+            parts.append(f'<text x="{right - 4:.1f}" y="{top + 4 + 14 * j}" font-size="10" text-anchor="end" '
+                         f'fill="{color}">{key.replace("_", " ")}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 def save_trial_artifacts(

@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import socket
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hasnas_optuna._errors import HasnasError
+from hasnas_optuna.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
     from hasnas_optuna.cim import Network
@@ -70,25 +74,34 @@ def _search(args: argparse.Namespace) -> int:
     from hasnas_optuna.study import best_rows, format_best, run_search
 
     config = load_config(args.config)
-    if args.seed is not None:
+    worker = args.command == "worker"
+    if args.seed is not None and not worker:
         config = dataclasses.replace(config, seed=args.seed)
-    storage = args.storage
     if args.training_progress:
         config = dataclasses.replace(config, training=dataclasses.replace(config.training, progress_bar=True))
+    sampler_seed = None
+    if worker:  # workers sharing a study must not all propose the same networks, but must share its data split
+        sampler_seed = args.seed if args.seed is not None else (
+            config.seed * 1_000_003 + os.getpid() + zlib.crc32(socket.gethostname().encode())) % 2**31
+    out = None if args.quiet else sys.stdout
+    if worker and out is not None:
+        print(f"worker {socket.gethostname()}:{os.getpid()}, sampler seed {sampler_seed}", file=out)
     study = run_search(
-        config, storage=storage, study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
-        artifact_dir=args.artifact_dir, out=None if args.quiet else sys.stdout,
+        config, storage=args.storage, study_name=args.study_name, n_trials=None if worker else args.n_trials,
+        worker_trials=args.n_trials if worker else None, timeout=args.timeout, artifact_dir=args.artifact_dir,
+        out=out, sampler_seed=sampler_seed,
     )
     if not args.quiet:
         print()
-    print(format_best(study, best_rows(study), storage=storage))
+    print(format_best(study, best_rows(study), storage=args.storage))
     return 0
 
 
 def _best(args: argparse.Namespace) -> int:
-    from hasnas_optuna.study import best_rows, format_best, load_study, rows_json
+    from hasnas_optuna.storage import load_study_for_reading
+    from hasnas_optuna.study import best_rows, format_best, rows_json
 
-    study = load_study(args.storage, args.study_name)
+    study = load_study_for_reading(args.storage, args.study_name)
     rows = best_rows(study, limit=args.limit)
     print(rows_json(rows) if args.json else format_best(study, rows, storage=args.storage))
     return 0
@@ -122,8 +135,8 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from hasnas_optuna.dashboard import load_study_for_reading
     from hasnas_optuna.report import write_report
+    from hasnas_optuna.storage import load_study_for_reading
 
     study = load_study_for_reading(args.storage, args.study_name)
     store = _artifact_store(args.storage, args.artifact_dir, required=False)
@@ -134,8 +147,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from hasnas_optuna.dashboard import load_study_for_reading
     from hasnas_optuna.export import export_trial
+    from hasnas_optuna.storage import load_study_for_reading
 
     study = load_study_for_reading(args.storage, args.study_name)
     store = _artifact_store(args.storage, args.artifact_dir, required=True)
@@ -173,6 +186,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _run_options(parser: argparse.ArgumentParser, *, seed_help: str = "sampler, data split and training seed") -> None:
+    """Options ``search`` and ``worker`` share."""
+    parser.add_argument("--study-name", metavar="NAME", help="study name (default: the config's)")
+    parser.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
+    parser.add_argument("--seed", type=_non_negative_int, metavar="S", help=seed_help)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no line per trial; print only the table of best trials at the end")
+    parser.add_argument("--training-progress", action="store_true",
+                        help="show Lightning's progress bar while each trial trains")
+    parser.add_argument("--artifact-dir", metavar="DIR",
+                        help="where trained trials keep drawings, costs, curves and weights "
+                        "(default: <db>-artifacts/ beside a SQLite or journal file)")
 
 
 def _stored_study(parser: argparse.ArgumentParser, *, artifacts: bool = True) -> None:
@@ -220,24 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser(
         "search", help="run (or resume) a hardware-aware search",
         description="Search spiking networks that meet a chip's budgets. Without CONFIG it runs the "
-        "embedded digits study (studies/digits.toml). Rerunning with the same study name resumes.",
+        "embedded digits study (studies/digits.toml). Rerunning with the same study name resumes. Ctrl-C "
+        "stops cleanly: the running trial is marked interrupted and runs again on resume.",
     )
     search.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
-    search.add_argument("--storage", default="sqlite:///hasnas.db", metavar="URL",
-                        help="Optuna storage URL (default: %(default)s)")
-    search.add_argument("--study-name", metavar="NAME", help="study name (default: the config's)")
+    search.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                        help="Optuna storage: database URL or journal file (default: %(default)s)")
     search.add_argument("--n-trials", type=_positive_int, metavar="N",
                         help="finished trials the study should hold (default: the config's)")
-    search.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
-    search.add_argument("--seed", type=_non_negative_int, metavar="S", help="sampler and training seed")
-    search.add_argument("--quiet", action="store_true",
-                        help="no line per trial; print only the table of best trials at the end")
-    search.add_argument("--training-progress", action="store_true",
-                        help="show Lightning's progress bar while each trial trains")
-    search.add_argument("--artifact-dir", metavar="DIR",
-                        help="where trained trials keep drawings, costs, curves and weights "
-                        "(default: <db>-artifacts/ beside a SQLite file)")
+    _run_options(search)
     search.set_defaults(handler=_search)
+
+    worker = sub.add_parser(
+        "worker", help="join a study as one of many workers on a shared storage",
+        description="Run trials of a study on a shared storage (PostgreSQL, MySQL/MariaDB, a journal file on a "
+        "shared disk, Redis) next to other workers, each with its own hardware-aware sampler. Start as many "
+        "as you like, on as many machines; each stops when the study holds the config's n_trials. A killed "
+        "worker's trial is failed after two heartbeat intervals and trained again by another worker "
+        "(database storages). See docs/distributed.md.",
+    )
+    worker.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
+    worker.add_argument("--storage", required=True, metavar="URL",
+                        help="shared storage: postgresql://..., mysql://..., journal:///PATH, redis://...")
+    worker.add_argument("--n-trials", type=_positive_int, metavar="N",
+                        help="trials this worker runs (default: until the study holds the config's n_trials)")
+    _run_options(worker, seed_help="this worker's sampler seed (default: derived from the config's seed, host and "
+                 "process id); the data split and training keep the config's seed, as in every other worker")
+    worker.set_defaults(handler=_search)
 
     best = sub.add_parser("best", help="print the best feasible trials of a study")
     _stored_study(best, artifacts=False)
@@ -292,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hasnas {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"hasnas {args.command}: interrupted", file=sys.stderr)
+        done = ("; the running trial is marked interrupted and runs again when you resume: run the same "
+                "command again") if args.command in ("search", "worker") else ""
+        print(f"hasnas {args.command}: interrupted{done}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         sys.stderr.close()

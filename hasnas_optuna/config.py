@@ -68,6 +68,8 @@ class TrainingConfig:
 
     ``energy_stop_margin``: stop training once the energy estimated from the measured spike rates
     exceeds the energy budget by this fraction (after the first epoch); negative disables it.
+    ``compile``: run each trial's network through ``torch.compile``. Every trial is a new network,
+    so it compiles anew; worth it only for long trials (break-even measured in docs/speed.md).
     """
 
     epochs: int = 3
@@ -77,6 +79,7 @@ class TrainingConfig:
     pruner: str = "median"
     progress_bar: bool = False
     energy_stop_margin: float = 0.25
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.energy_stop_margin, bool) or not isinstance(self.energy_stop_margin, (int, float)):
@@ -89,8 +92,9 @@ class TrainingConfig:
                               "use one of auto, cpu, gpu, cuda, mps")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"training.pruner={self.pruner!r} is not allowed; use one of {', '.join(PRUNERS)}")
-        if not isinstance(self.progress_bar, bool):
-            raise ConfigError(f"training.progress_bar={self.progress_bar!r} must be true or false")
+        for flag in ("progress_bar", "compile"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"training.{flag}={getattr(self, flag)!r} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class StudyConfig:
     fitness: str = "trained"
     score_trials: int = 200
     score_batch: int = 128
+    heartbeat_interval: int = 60
+    max_retry: int = 3
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     hardware_preset: str = "neurosim-22nm"
     hardware_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -144,6 +150,8 @@ class StudyConfig:
         _int("study.score_batch", self.score_batch, 2)
         _int("study.seed", self.seed, 0)
         _int("study.n_trials", self.n_trials, 1)
+        _int("study.heartbeat_interval", self.heartbeat_interval, 0)
+        _int("study.max_retry", self.max_retry, 0)
         if self.timeout is not None:
             _real("study.timeout", self.timeout, 0.0, math.inf)
         if self.space.input_shape != self.dataset.input_shape or self.space.num_classes != self.dataset.num_classes:
@@ -178,7 +186,8 @@ class StudyConfig:
         _keys(data, {"study", "dataset", "hardware", "budgets", "space", "training"}, origin, "")
         study = _section(data, "study", origin)
         _keys(study, {"name", "objectives", "sampler", "hardware_aware", "skip_infeasible", "population_size",
-                      "seed", "n_trials", "timeout", "fitness", "score_trials", "score_batch"}, origin, "study")
+                      "seed", "n_trials", "timeout", "fitness", "score_trials", "score_batch", "heartbeat_interval",
+                      "max_retry"}, origin, "study")
         dataset = DatasetConfig(**_typed(_section(data, "dataset", origin), DatasetConfig, origin, "dataset"))
         hw = dict(_section(data, "hardware", origin))
         preset = hw.pop("preset", "neurosim-22nm")

@@ -46,8 +46,9 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hasnas_optuna._errors import ConfigError, HasnasError
-from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store, sqlite_path
+from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
+from hasnas_optuna.storage import open_storage
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUDGETS_ATTR", "COST_ATTRS", "FEASIBLE_ATTR", "HARDWARE_ATTR", "SLACK_PREFIX", "DashboardView",
     "annotate_study", "annotate_trial", "best_feasible_trials", "dashboard_app", "is_feasible",
-    "load_study_for_reading", "open_storage", "pareto_figure", "serve_dashboard", "study_budgets", "study_note",
+    "pareto_figure", "serve_dashboard", "study_budgets", "study_note",
     "trial_columns",
 ]
 
@@ -569,58 +570,6 @@ def _one_line(value: Any, limit: int = 48) -> str | None:
     return None if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def open_storage(storage: str) -> BaseStorage:
-    """Open an existing storage: a database URL, or a journal file path; :class:`ConfigError` otherwise.
-
-    Unlike ``optuna.load_study`` it never creates a missing SQLite file.
-
-    Example:
-        >>> open_storage("sqlite:///no/such.db")
-        Traceback (most recent call last):
-        ...
-        hasnas_optuna._errors.ConfigError: storage 'sqlite:///no/such.db': no SQLite file 'no/such.db'
-    """
-    path = sqlite_path(storage)
-    if storage.startswith("sqlite:") and path is None:
-        raise ConfigError(f"storage {storage!r} is an in-memory database: it holds no studies to read")
-    if path is not None and not path.is_file():
-        raise ConfigError(f"storage {storage!r}: no SQLite file {str(path)!r}")
-    try:
-        if "://" in storage:
-            return optuna.storages.RDBStorage(storage)
-        if Path(storage).is_file():
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(storage))
-    except ImportError as exc:
-        raise ConfigError(f"storage {storage!r} needs a database driver that is not installed: {exc}") from None
-    except HasnasError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"cannot open storage {storage!r}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    raise ConfigError(f"storage {storage!r} is neither a database URL (e.g. sqlite:///hasnas.db) nor a journal file")
-
-
-def load_study_for_reading(storage: str, study_name: str) -> optuna.Study:
-    """Load a stored study; one-line :class:`ConfigError` for a missing file or an unknown name.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     _ = optuna.create_study(storage=f"sqlite:///{tmp}/s.db", study_name="a")
-        ...     load_study_for_reading(f"sqlite:///{tmp}/s.db", "b")
-        Traceback (most recent call last):
-        ...
-        hasnas_optuna._errors.ConfigError: no study 'b' in sqlite:///.../s.db; studies there: a
-    """
-    backend = open_storage(storage)
-    names = [s.study_name for s in backend.get_all_studies()]
-    if study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study_name, storage=backend)
-
-
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref's handler without a log line per request."""
 
@@ -689,7 +638,7 @@ def serve_dashboard(
     ``hasnas search``) get :func:`annotate_study` first. ``port=0`` picks a free port; the first
     line written to ``out`` holds the address.
     """
-    backend = open_storage(storage)
+    backend = open_storage(storage, create=False)
     studies = backend.get_all_studies()
     names = [s.study_name for s in studies]
     if study_name is not None and study_name not in names:

@@ -41,7 +41,38 @@ def _surrogate(name: str, slope: float) -> Callable[..., Tensor]:
         return surrogate.atan(alpha=slope)
     if name == "fast_sigmoid":
         return surrogate.fast_sigmoid(slope=slope)
-    return surrogate.sigmoid(slope=slope)
+
+    def sigmoid(membrane: Tensor) -> Tensor:
+        return cast(Tensor, SigmoidSpike.apply(membrane, slope))
+
+    return sigmoid
+
+
+class SigmoidSpike(torch.autograd.Function):
+    """Heaviside spike with the sigmoid surrogate gradient ``k * s(kU) * (1 - s(kU))``, computed stably.
+
+    snntorch's ``surrogate.sigmoid`` evaluates ``k exp(-kU) / (exp(-kU) + 1)^2``, which is
+    ``inf / inf = NaN`` in float32 once ``kU < -88`` (a membrane of -14 at slope 6.7): one such
+    neuron turns every weight before it into NaN after the first step. Same values elsewhere.
+
+    Example:
+        >>> u = torch.tensor([-100.0, 0.0, 0.5], requires_grad=True)
+        >>> SigmoidSpike.apply(u, 4.0).sum().backward()
+        >>> u.grad
+        tensor([0.0000, 1.0000, 0.4200])
+    """
+
+    @staticmethod
+    def forward(ctx: Any, membrane: Tensor, slope: float) -> Tensor:
+        ctx.save_for_backward(membrane)
+        ctx.slope = slope
+        return (membrane > 0).to(membrane.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
+        (membrane,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.slope * membrane)
+        return grad_output * ctx.slope * s * (1 - s), None
 
 
 class LIF(nn.Module):
@@ -52,13 +83,27 @@ class LIF(nn.Module):
         self.neuron = snntorch.Leaky(beta=beta, threshold=threshold, spike_grad=spike_grad, init_hidden=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[T, B, ...]`` input currents -> ``[T, B, ...]`` spikes, starting from rest."""
-        mem = torch.zeros_like(x[0])
-        out = []
-        for step in x:
-            spk, mem = self.neuron(step, mem)
-            out.append(spk)
-        return torch.stack(out)
+        """``[T, B, ...]`` input currents -> ``[T, B, ...]`` spikes, starting from rest.
+
+        The recurrence of ``snntorch.Leaky`` (subtractive reset, delayed by one step), written out:
+        its reset signal is the previous step's spike, so it is not computed a second time. With
+        hooks on the neuron (e.g. training-free scoring), every step goes through the neuron.
+        """
+        neuron = self.neuron
+        if neuron._forward_hooks or neuron._forward_pre_hooks:
+            mem = torch.zeros_like(x[0])
+            out = []
+            for step in x:
+                spk, mem = neuron(step, mem)
+                out.append(spk)
+            return torch.stack(out)
+        beta, threshold, fire = neuron.beta.clamp(0, 1), neuron.threshold, neuron.spike_grad
+        mem = x[0]  # from rest, and the threshold is > 0: no reset at the first step
+        spikes = [fire(mem - threshold)]
+        for step in x[1:]:
+            mem = beta * mem + step - spikes[-1].detach() * threshold
+            spikes.append(fire(mem - threshold))
+        return torch.stack(spikes)
 
     def step(self, x: Tensor, mem: Tensor) -> tuple[Tensor, Tensor]:
         """One timestep with explicit state: ``(spikes, new membrane)``."""
@@ -260,10 +305,10 @@ class SpikingNetwork(nn.Module):
             spikes = self.hidden_lif(_fold(self.fc_hidden, spikes))
         self.record("fc_out", spikes)
         current = _fold(self.fc_out, spikes)
-        mem = torch.zeros_like(current[0])
-        total = torch.zeros_like(current[0])
-        for step in current:
-            _, mem = self.readout(step, mem)
+        beta = self.readout.beta.clamp(0, 1)  # the readout never fires or resets: a leaky integrator
+        mem = total = current[0]
+        for step in current[1:]:
+            mem = beta * mem + step
             total = total + mem
         return total / steps
 

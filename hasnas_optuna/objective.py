@@ -39,7 +39,7 @@ from hasnas_optuna.data import make_datamodule
 from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
 from hasnas_optuna.training import EnergyWatch, SNNClassifier, TrialFailed, train_architecture
 
-__all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "set_budget_constraints"]
+__all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "default_datamodule", "set_budget_constraints"]
 
 COST_KEYS = {"memory": "memory_params", "area": "area_mm2", "latency": "latency_ms", "energy": "energy_uj"}
 """Budget/objective name -> :class:`CostReport` attribute."""
@@ -60,6 +60,13 @@ def set_budget_constraints(trial: optuna.Trial, budgets: Budgets, report: CostRe
     for name, value in slack.items():
         trial.set_constraint(name, value)
     return slack
+
+
+def default_datamodule(config: StudyConfig) -> pl.LightningDataModule:
+    """The data module of the config's ``[dataset]`` (not loaded yet)."""
+    ds = config.dataset
+    return make_datamodule(ds.name, path=ds.path, batch_size=ds.batch_size, val_fraction=ds.val_fraction,
+                           seed=config.seed, max_train_samples=ds.max_train_samples)
 
 
 class PruneOnValidation(pl.Callback):
@@ -98,13 +105,7 @@ class HasnasObjective:
         self.artifact_dir = artifact_dir
         self.artifact_store = open_artifact_store(artifact_dir) if artifact_dir is not None else None
         self.hardware = config.hardware()
-        if datamodule is None:
-            ds = config.dataset
-            datamodule = make_datamodule(
-                ds.name, path=ds.path, batch_size=ds.batch_size, val_fraction=ds.val_fraction,
-                seed=config.seed, max_train_samples=ds.max_train_samples,
-            )
-        self.datamodule = datamodule
+        self.datamodule = datamodule if datamodule is not None else default_datamodule(config)
 
     def sample(self, trial: optuna.Trial) -> tuple[Architecture, Hardware]:
         """Suggest this trial's architecture and chip."""
@@ -148,7 +149,7 @@ class HasnasObjective:
                 arch, self.datamodule, epochs=training.epochs, lr=training.lr,
                 weight_decay=training.weight_decay, accelerator=training.accelerator, callbacks=callbacks,
                 progress_bar=training.progress_bar, seed=config.seed + trial.number, logger=logger,
-                on_module=modules.append,
+                on_module=modules.append, compile=training.compile,
             )
         except optuna.TrialPruned:
             set_budget_constraints(trial, config.budgets, prior)

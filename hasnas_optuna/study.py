@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import math
+import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -13,29 +18,34 @@ from typing import Any, TextIO
 
 import optuna
 import pytorch_lightning as pl
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna.artifacts import artifact_dir_for
-from hasnas_optuna.cim import estimate_cost
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import annotate_study
-from hasnas_optuna.objective import HasnasObjective, set_budget_constraints
-from hasnas_optuna.sampler import KEY_ATTR, HardwareAwareSampler
+from hasnas_optuna.objective import HasnasObjective, default_datamodule
+from hasnas_optuna.sampler import HardwareAwareSampler
+from hasnas_optuna.storage import DEFAULT_STORAGE, describe_storage_error, open_storage
 from hasnas_optuna.training import TrialFailed
 
-__all__ = ["best_rows", "format_best", "make_sampler", "open_study", "run_search"]
+__all__ = [
+    "best_rows", "counted_trials", "format_best", "make_sampler", "open_study", "requeue_interrupted", "run_search",
+]
 
 CONFIG_ATTR = "hasnas/config"
 
 
-def make_sampler(config: StudyConfig, *, hardware_aware: bool | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, *, hardware_aware: bool | None = None,
+                 seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The configured sampler (Optuna never stores samplers: every worker builds its own).
 
     With ``hardware_aware`` (the config's by default) the base sampler is wrapped in
-    :class:`~hasnas_optuna.sampler.HardwareAwareSampler`.
+    :class:`~hasnas_optuna.sampler.HardwareAwareSampler`. ``seed`` replaces the config's seed
+    (workers sharing a study each take their own).
     """
-    seed = config.seed
+    seed = config.seed if seed is None else seed
     base: optuna.samplers.BaseSampler
     if config.sampler == "nsga2":
         base = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
@@ -54,56 +64,78 @@ def make_sampler(config: StudyConfig, *, hardware_aware: bool | None = None) -> 
 
 def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorage, study_name: str | None = None,
                sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create the study or load it to resume; refuse one made for other objectives or another space."""
+    """Create the study or load it to resume; refuse one made for other objectives or another space.
+
+    A storage string is opened with :func:`hasnas_optuna.storage.open_storage` and the config's
+    heartbeat, so trials of a killed worker are failed and queued again.
+    """
     name = study_name or config.name
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
               if config.training.pruner == "median" and len(config.objectives) == 1 else optuna.pruners.NopPruner())
+    if isinstance(storage, str):
+        storage = open_storage(storage, heartbeat_interval=config.heartbeat_interval, max_retry=config.max_retry)
     try:
+        existing = {s.study_name: s for s in storage.get_all_studies()}
+        if name in existing:  # check before touching it: a refused study stays exactly as it was
+            _check_compatible(config, name, existing[name])
         study = optuna.create_study(
             storage=storage, study_name=name, directions=config.directions,  # type: ignore[arg-type]
             sampler=sampler or make_sampler(config),
             pruner=pruner, load_if_exists=True,
         )
+    except HasnasError:
+        raise
     except ValueError as exc:  # e.g. directions differ from the stored study
         raise ConfigError(f"study {name!r}: {exc}") from None
-    except ImportError as exc:
-        raise ConfigError(f"storage {storage!r} needs a database driver that is not installed: {exc}") from None
-    except Exception as exc:  # SQLAlchemy errors: unreachable server, read-only file, bad URL
-        raise ConfigError(f"cannot open storage {storage!r}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    if [d.name.lower() for d in study.directions] != config.directions:
-        raise ConfigError(f"study {name!r} has directions {[d.name.lower() for d in study.directions]}, "
-                          f"the config asks for {config.directions}")
-    fingerprint = config.search_space_fingerprint()
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if stored is None:
-        study.set_user_attr(CONFIG_ATTR, fingerprint)
+    except Exception as exc:  # SQLAlchemy errors: server gone, read-only file
+        raise ConfigError(describe_storage_error(str(getattr(storage, "url", storage)), exc)) from None
+    _check_compatible(config, name, study)  # a concurrent worker may have made it meanwhile
+    if study.user_attrs.get(CONFIG_ATTR) is None:
+        study.set_user_attr(CONFIG_ATTR, config.search_space_fingerprint())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(config.objectives))
-    elif stored != fingerprint:
+    return study
+
+
+def _check_compatible(config: StudyConfig, name: str, study: optuna.Study | FrozenStudy) -> None:
+    directions = [d.name.lower() for d in study.directions]
+    if directions != config.directions:
+        raise ConfigError(f"study {name!r} has directions {directions}, the config asks for {config.directions}; "
+                          "use a new --study-name (or the config it was made with)")
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is not None and stored != config.search_space_fingerprint():
         raise ConfigError(
             f"study {name!r} in this storage was made with another search space or objectives; "
             "use a new --study-name (or the config it was made with)"
         )
-    return study
 
 
 def run_search(
     config: StudyConfig,
     *,
-    storage: str | optuna.storages.BaseStorage = "sqlite:///hasnas.db",
+    storage: str | optuna.storages.BaseStorage = DEFAULT_STORAGE,
     study_name: str | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
     datamodule: pl.LightningDataModule | None = None,
     out: TextIO | None = sys.stdout,
     artifact_dir: str | Path | None = None,
+    worker_trials: int | None = None,
+    sampler_seed: int | None = None,
 ) -> optuna.Study:
-    """Run (or resume) a study until it holds ``n_trials`` finished trials or ``timeout`` passes.
+    """Run (or resume) a study until it holds ``n_trials`` counted trials or ``timeout`` passes.
+
+    Several processes may run this on one storage at once (workers, ``hasnas worker``): each stops
+    when the study holds ``n_trials`` (the config's by default) counted trials, so a study may end
+    with up to one extra trial per worker; ``worker_trials`` makes this process run exactly that
+    many instead. Counted trials are the finished ones, except failed trials that were queued
+    again (their worker was killed, or Ctrl-C stopped them): those run again, from the same
+    parameters. Ctrl-C (or SIGTERM) marks the running trial failed as interrupted and stops;
+    running again resumes. Data are loaded and the study is checked before anything is written.
 
     Trained trials keep their artifacts in ``artifact_dir`` (by default ``<db>-artifacts/``
-    beside a SQLite file; none for storages without a file unless a folder is given), and the
+    beside a SQLite or journal file; none for server storages unless a folder is given), and the
     study is annotated for optuna-dashboard (feasibility columns, note, Pareto plot).
 
     Example:
@@ -115,104 +147,178 @@ def run_search(
     """
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace Optuna's
+    loggers = [logging.getLogger(f"optuna.study.{name}") for name in ("_optimize", "_tell")]
+    for logger in loggers:
+        logger.addFilter(_drop_failed_trial_warnings)
     try:
-        return _run(config, storage, study_name, n_trials, timeout, datamodule, out, artifact_dir)
+        with _Interruption() as interruption:
+            return _run(config, storage, study_name, n_trials, timeout, datamodule, out, artifact_dir,
+                        worker_trials, sampler_seed, interruption)
     finally:
+        for logger in loggers:
+            logger.removeFilter(_drop_failed_trial_warnings)
         optuna.logging.set_verbosity(verbosity)
+
+
+def _drop_failed_trial_warnings(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial with its traceback; the trial's ``status`` and our line say why."""
+    return not (record.levelno == logging.WARNING and re.match(r"Trial \d+ failed", record.getMessage()))
+
+
+ANNOTATE_EVERY_S = 30.0
+"""How often a running search refreshes the dashboard note and Pareto plot (seconds)."""
 
 
 def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None,
          n_trials: int | None, timeout: float | None, datamodule: pl.LightningDataModule | None,
-         out: TextIO | None, artifact_dir: str | Path | None) -> optuna.Study:
-    study = open_study(config, storage=storage, study_name=study_name)
+         out: TextIO | None, artifact_dir: str | Path | None, worker_trials: int | None,
+         sampler_seed: int | None, interruption: _Interruption) -> optuna.Study:
+    data = datamodule if datamodule is not None else default_datamodule(config)
+    prepare = getattr(data, "prepare", None)
+    if callable(prepare):
+        prepare()  # missing or corrupt data files fail here, before the study is touched
+    sampler = make_sampler(config, seed=sampler_seed)
+    study = open_study(config, storage=storage, study_name=study_name, sampler=sampler)
+    requeue_interrupted(study, max_retry=config.max_retry)
     target = n_trials if n_trials is not None else config.n_trials
-    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-    remaining = max(target - done, 0)
+    done = counted_trials(study)
     limit = timeout or config.timeout
     if out is not None:
-        print(f"study {study.study_name!r}: {done} finished trials, running {remaining} more "
+        todo = (f"running {worker_trials} in this worker" if worker_trials
+                else f"running {max(target - done, 0)} more")
+        print(f"study {study.study_name!r}: {done} finished trials, {todo} "
               f"({f'at most {limit:.0f} s' if limit else 'no time limit'})", file=out)
-    if remaining == 0:
+    if worker_trials is None and done >= target:
         annotate_study(study, config=config)
         return study
     try:
         folder: Path | None = artifact_dir_for(storage, artifact_dir)
     except ConfigError:
         folder = None  # in-memory or server storage without a folder: no artifacts
-    objective = HasnasObjective(config, datamodule, artifact_dir=folder)
+    objective = HasnasObjective(config, data, artifact_dir=folder)
     if config.fitness != "trained":
-        _enqueue_best_scored(config, study, objective, remaining, out)
+        from hasnas_optuna.screening import train_best_scored
+
+        train_best_scored(config, study, data, worker_trials or target - done, out)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     if out is not None:
         callbacks.append(_ProgressLine(out, config))
-    def annotate(study: optuna.Study, trial: FrozenTrial) -> None:
-        annotate_study(study, config=config)
 
-    callbacks.append(annotate)
-    study.optimize(objective, n_trials=remaining, timeout=timeout or config.timeout,
-                   catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+    annotated = [-math.inf]
+
+    def annotate_and_stop(study: optuna.Study, trial: FrozenTrial) -> None:
+        # the note and Pareto plot read every trial: refresh them at most every ANNOTATE_EVERY_S
+        # (and once more at the end), not after each of many short trials
+        if time.perf_counter() - annotated[0] >= ANNOTATE_EVERY_S:
+            annotate_study(study, config=config)
+            annotated[0] = time.perf_counter()
+        if interruption.requested or (worker_trials is None and counted_trials(study) >= target):
+            study.stop()
+
+    callbacks.append(annotate_and_stop)
+    # Everything alive now (imports, data, storage) outlives the trials: freezing it keeps the
+    # collection after each trial from scanning it again (about 0.2-0.6 s per trial otherwise)
+    gc.collect()
+    gc.freeze()
+    try:
+        study.optimize(interruption.guard(objective), n_trials=worker_trials, timeout=limit,
+                       catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+    finally:
+        gc.unfreeze()
+    annotate_study(study, config=config)
+    if interruption.requested:
+        raise KeyboardInterrupt
     return study
 
 
-def _enqueue_best_scored(config: StudyConfig, study: optuna.Study, objective: HasnasObjective, count: int,
-                         out: TextIO | None) -> None:
-    """Training-free mode: score candidates without training, enqueue the best ``count`` to train.
+RETRY_HISTORY = "retry_history"
+"""System attribute (Optuna's) listing the trials a queued trial retries."""
+INTERRUPTED = "interrupted"
+"""Start of the ``status`` user attribute of a trial stopped by Ctrl-C or SIGTERM."""
 
-    Scoring trials live in their own study, ``<name>:scores`` (same storage, maximising the
-    fitness), so they are never mixed up with trained trials; each carries its costs and
-    constraints. Candidates come from the hardware-aware sampler, so they fit the budgets.
+
+def counted_trials(study: optuna.Study) -> int:
+    """Finished trials that count towards ``n_trials``: all but failed ones that were queued again.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        >>> counted_trials(study)
+        3
     """
-    from hasnas_optuna.fitness import score_architecture
-
-    scores = optuna.create_study(
-        storage=study._storage, study_name=f"{study.study_name}:scores", direction="maximize",
-        sampler=make_sampler(config, hardware_aware=True), load_if_exists=True,
-    )
-    scores.set_user_attr("hasnas/fitness", config.fitness)
-    datamodule = objective.datamodule
-    if hasattr(datamodule, "sample_batch"):
-        images = datamodule.sample_batch(config.score_batch)
-    else:
-        datamodule.setup("fit")
-        images = next(iter(datamodule.train_dataloader()))[0][: config.score_batch]
-
-    def score(trial: optuna.Trial) -> float:
-        arch, chip = objective.sample(trial)
-        report = estimate_cost(arch.to_network(), chip)
-        set_budget_constraints(trial, config.budgets, report)
-        trial.set_user_attr("phase", "score")
-        for key, value in (("memory_params", report.memory_params), ("area_mm2", report.area_mm2),
-                           ("latency_ms", report.latency_ms), ("energy_uj", report.energy_uj)):
-            trial.set_user_attr(f"cost/{key}", value)
-        value = score_architecture(arch, images, fitness=config.fitness, seed=config.seed)
-        return value if math.isfinite(value) else UNUSABLE_SCORE
-
-    todo = config.score_trials - sum(t.state.is_finished() for t in scores.get_trials(deepcopy=False))
-    start = time.perf_counter()
-    if todo > 0:
-        scores.optimize(score, n_trials=todo)
-    if out is not None:
-        print(f"scored {config.score_trials} candidates by {config.fitness} in "
-              f"{time.perf_counter() - start:.1f} s (study {scores.study_name!r})", file=out)
-    trained = {t.user_attrs.get(KEY_ATTR) for t in study.get_trials(deepcopy=False)}
-    ranked = sorted(
-        (t for t in scores.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-         if t.value is not None and t.value > UNUSABLE_SCORE and all(v <= 0 for v in t.constraints.values())),
-        key=lambda t: -float(t.value),  # type: ignore[arg-type]
-    )
-    queued = 0
-    for t in ranked:
-        if queued == count:
-            break
-        if t.user_attrs.get(KEY_ATTR) in trained:
-            continue
-        study.enqueue_trial(t.params, user_attrs={"fitness": t.value, "score_trial": t.number,
-                                                  KEY_ATTR: t.user_attrs.get(KEY_ATTR)})
-        queued += 1
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, ())}
+    return sum(1 for t in trials if t.state.is_finished() and not (t.state == TrialState.FAIL and (
+        t.number in retried or str(t.user_attrs.get("status", "")).startswith(INTERRUPTED))))
 
 
-UNUSABLE_SCORE = -1e12
-"""Fitness of a candidate whose score is undefined (no informative spikes)."""
+def requeue_interrupted(study: optuna.Study, *, max_retry: int | None) -> list[int]:
+    """Queue again (same parameters) the trials that Ctrl-C or SIGTERM stopped; their numbers.
+
+    Trials of killed workers are queued by Optuna's heartbeat; these are the ones a clean stop
+    left FAILED as interrupted. ``max_retry`` bounds how often one architecture is retried.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get(RETRY_HISTORY, ())}
+    queued = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    for t in trials:
+        if str(t.user_attrs.get("status", "")).startswith(INTERRUPTED) and t.number not in retried:
+            retry(study, t)
+            queued.append(t.number)
+    return queued
+
+
+class _Interruption:
+    """Ctrl-C and SIGTERM: stop the trial that trains (it ends FAILED as interrupted), never a write.
+
+    Inside the objective the signal raises ``KeyboardInterrupt`` at once; elsewhere (sampling,
+    storage writes, callbacks) it is noted, and the study stops after the current step, so no
+    storage write is cut in half. A second signal interrupts at once wherever it lands.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_objective = False
+        self.signal = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        already = self.requested
+        self.requested = True
+        self.signal = signal.Signals(signum).name
+        if self.in_objective or already:
+            raise KeyboardInterrupt(self.signal)
+
+    def guard(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+        def run(trial: optuna.Trial) -> Any:
+            self.in_objective = True
+            try:
+                if self.requested:
+                    raise KeyboardInterrupt("stopped before training")
+                if "status" in trial.user_attrs:  # a queued retry carries the failed trial's attributes
+                    trial.set_user_attr("status", "running again (a retry)")
+                return objective(trial)
+            except KeyboardInterrupt as exc:
+                trial.set_user_attr("status", f"{INTERRUPTED} ({self.signal or exc or 'KeyboardInterrupt'}); "
+                                    "queued again when the study resumes")
+                raise
+            finally:
+                self.in_objective = False
+
+        return run
 
 
 class _ProgressLine:
@@ -229,6 +335,9 @@ class _ProgressLine:
         acc = attrs.get("val_accuracy")
         what = (f"acc {acc:.3f}" if acc is not None else
                 "not trained" if attrs.get("trained") is False else trial.state.name.lower())
+        if trial.state == TrialState.FAIL:
+            print(f"trial {trial.number:>3} {what:<11} | {attrs.get('status', 'failed')}", file=self.out, flush=True)
+            return
         line = (
             f"trial {trial.number:>3} {what:<11} | "
             f"{attrs.get('cost/memory_params', 0):>9,} params {attrs.get('cost/area_mm2', 0):8.3f} mm2 "
@@ -292,21 +401,3 @@ def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage:
 def rows_json(rows: Sequence[dict[str, Any]]) -> str:
     """:func:`best_rows` as JSON text."""
     return json.dumps(list(rows), indent=2)
-
-
-def load_study(storage: str, study_name: str) -> optuna.Study:
-    """Load a stored study for reading, with one-line errors for unknown names or storages."""
-    try:
-        return optuna.load_study(storage=storage, study_name=study_name)
-    except KeyError:
-        try:
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
-        except Exception:
-            names = []
-        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}"
-                          ) from None
-    except HasnasError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"cannot open storage {storage!r}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0]}") from None

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
+import snntorch
 import torch
 from torch.nn import functional as F
 
@@ -51,9 +54,28 @@ class SNNClassifier(pl.LightningModule):
         self.layer_names = [layer.name for layer in architecture.to_network().layers]
         self.spike_rates: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self._compiled_batch: int | None = None
+        self._neurons: list[snntorch.SpikingNeuron] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._compiled_batch is None:
+            return self.network(images)
+        if not self.training or len(images) != self._compiled_batch:
+            # eager: evaluation (another graph, and spike-rate recording breaks graphs) and a smaller
+            # last batch would each cost a recompilation worth more than they save
+            return self.network.forward(images)
+        for neuron in self._neurons:  # snntorch keeps the last membrane on the module; a fixed one
+            neuron.mem = images.new_zeros(1)  # here keeps torch.compile's guards from recompiling
         return self.network(images)
+
+    def compile_network(self, batch_size: int) -> None:
+        """Train through ``torch.compile`` (in place), for batches of ``batch_size`` only.
+
+        One compilation per network: evaluation and other batch sizes run eagerly.
+        """
+        self.network.compile()
+        self._compiled_batch = batch_size
+        self._neurons = [m for m in self.network.modules() if isinstance(m, snntorch.SpikingNeuron)]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -89,6 +111,12 @@ class SNNClassifier(pl.LightningModule):
             })
 
     def on_train_epoch_end(self) -> None:
+        # Spiking layers turn non-finite inputs into silence, so a diverged network can keep a finite
+        # loss: check the weights themselves once per epoch.
+        broken = [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        if broken:
+            raise TrialFailed(f"training diverged at epoch {self.current_epoch}: non-finite weights in "
+                              f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}")
         # runs after this epoch's validation: complete its history row with the epoch's training loss
         loss = self.trainer.callback_metrics.get("train_loss")
         if loss is not None and self.history and self.history[-1]["epoch"] == float(self.current_epoch):
@@ -157,8 +185,13 @@ def train_architecture(
     seed: int = 0,
     logger: Any = False,
     on_module: Callable[[SNNClassifier], None] | None = None,
+    compile: bool = False,
 ) -> TrainingResult:
     """Train ``architecture`` on ``datamodule`` with one fresh Trainer; raise :class:`TrialFailed`.
+
+    ``compile`` trains the network through ``torch.compile`` (in place: parameter names and the
+    state dict stay the same; evaluation stays eager). It compiles anew for every architecture, so
+    it pays only for long trials; docs/speed.md has the measured break-even.
 
     Example:
         >>> from hasnas_optuna.architecture import Architecture, Cell
@@ -173,9 +206,12 @@ def train_architecture(
 
     pl.seed_everything(seed, workers=False, verbose=False)
     module = SNNClassifier(architecture, lr=lr, weight_decay=weight_decay, epochs=epochs)
+    if compile:
+        module.compile_network(int(getattr(datamodule, "batch_size", 0)) or _first_batch_size(datamodule))
     if on_module is not None:
         on_module(module)
     start = time.perf_counter()
+    sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         with _quiet_lightning():
             trainer = pl.Trainer(
@@ -191,20 +227,31 @@ def train_architecture(
             if test:
                 results = trainer.test(module, datamodule=datamodule, verbose=False)
                 test_acc = float(results[0]["test_acc"]) if results else None
+    except SystemExit as exc:
+        # Lightning answers Ctrl-C (and SIGTERM) inside fit with sys.exit(1), which Optuna does not
+        # catch: the trial would stay RUNNING. Hand it back as the interruption it is.
+        raise KeyboardInterrupt("training interrupted") from exc
     except torch.cuda.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory: {str(exc).splitlines()[0]}") from None
     except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
+        if any(sign in str(exc).lower() for sign in ("out of memory", "can't allocate memory")):  # CUDA, CPU
             raise TrialFailed(f"out of memory: {str(exc).splitlines()[0]}") from None
         raise
     finally:
         release_neurons(module)
+        if sigint is not None:  # Lightning ignores SIGINT after an interrupt; restore the caller's handler
+            signal.signal(signal.SIGINT, sigint)
     if val is None or not math.isfinite(float(val)):
         raise TrialFailed("no validation accuracy was logged (empty validation split?)")
     return TrainingResult(
         val_accuracy=float(val), test_accuracy=test_acc, spike_rates=rates, epochs=trainer.current_epoch,
         seconds=time.perf_counter() - start, history=history,
     )
+
+
+def _first_batch_size(datamodule: pl.LightningDataModule) -> int:
+    datamodule.setup("fit")
+    return len(next(iter(datamodule.train_dataloader()))[0])
 
 
 @contextlib.contextmanager

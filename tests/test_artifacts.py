@@ -22,7 +22,7 @@ from hasnas_optuna.artifacts import (
     ARCHITECTURE_SVG,
     COST_CSV,
     COST_JSON,
-    CURVE_PNG,
+    CURVE_SVG,
     WEIGHTS,
     artifact_dir_for,
     download_trial_artifact,
@@ -158,8 +158,8 @@ def test_trained_trials_carry_every_artifact(tiny: tuple[str, optuna.Study, Path
         if not trial.user_attrs["trained"]:
             assert names == []
             continue
-        assert names == sorted([ARCHITECTURE_JSON, ARCHITECTURE_SVG, COST_CSV, COST_JSON, CURVE_PNG, WEIGHTS])
-        assert find_artifact(study, trial, CURVE_PNG).mimetype == "image/png"
+        assert names == sorted([ARCHITECTURE_JSON, ARCHITECTURE_SVG, COST_CSV, COST_JSON, CURVE_SVG, WEIGHTS])
+        assert find_artifact(study, trial, CURVE_SVG).mimetype == "image/svg+xml"
         arch_json = download_trial_artifact(study, trial, ARCHITECTURE_JSON, artifact_store=store,
                                             dest=folder.parent / "a.json")
         arch = Architecture.from_json(arch_json.read_text())
@@ -174,8 +174,8 @@ def test_trained_trials_carry_every_artifact(tiny: tuple[str, optuna.Study, Path
         svg = download_trial_artifact(study, trial, ARCHITECTURE_SVG, artifact_store=store,
                                       dest=folder.parent / "a.svg").read_text()
         assert svg.startswith("<svg") and f"trial {trial.number}:" in svg
-        png = download_trial_artifact(study, trial, CURVE_PNG, artifact_store=store, dest=folder.parent / "c.png")
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        curve = download_trial_artifact(study, trial, CURVE_SVG, artifact_store=store, dest=folder.parent / "c.svg")
+        assert curve.read_text().startswith("<svg") and "val_acc" in curve.read_text()
         weights = download_trial_artifact(study, trial, WEIGHTS, artifact_store=store, dest=folder.parent / "w.pt")
         state = torch.load(weights, weights_only=True)
         assert "stem.0.weight" in state and all(t.device.type == "cpu" for t in state.values())

@@ -73,5 +73,6 @@ def test_search_errors_are_one_line(tmp_path: Path) -> None:
                                   "accelerator, energy_stop_margin, epochs, lr, progress_bar, pruner, weight_decay")
     assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was written
     missing = hasnas("best", "--storage", f"sqlite:///{tmp_path / 'y.db'}", "--study-name", "nope", cwd=tmp_path)
-    assert missing.returncode == 2 and "no study 'nope'" in missing.stderr
+    assert missing.returncode == 2 and "no SQLite file" in missing.stderr
+    assert not (tmp_path / "y.db").exists()
     assert len(missing.stderr.strip().splitlines()) == 1

@@ -29,7 +29,6 @@ from hasnas_optuna.dashboard import (
     annotate_study,
     best_feasible_trials,
     dashboard_app,
-    open_storage,
     pareto_figure,
     study_budgets,
 )
@@ -137,17 +136,6 @@ def test_annotate_study_writes_only_what_changed() -> None:
     assert best_feasible_trials(study)[0].number == 4
 
 
-def test_open_storage_refuses_what_it_cannot_read(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="in-memory"):
-        open_storage("sqlite:///:memory:")
-    with pytest.raises(ConfigError, match="neither a database URL"):
-        open_storage(str(tmp_path / "nothing.log"))
-    journal = tmp_path / "j.log"
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    optuna.create_study(storage=storage, study_name="j")
-    assert [s.study_name for s in open_storage(str(journal)).get_all_studies()] == ["j"]
-
-
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     optuna.create_study(storage=storage, study_name="a")
@@ -244,6 +232,6 @@ def test_browser_shows_the_trials_table_and_the_pareto_plot(server: tuple[str, o
         names = sorted(a["filename"] for a in trial["artifacts"])
         trained = study.trials[trial["number"]].user_attrs["trained"]
         assert (names == ["architecture.json", "architecture.svg", "cost_layers.csv", "cost_report.json",
-                          "training_curve.png", "weights.pt"]) if trained else names == []
+                          "training_curve.svg", "weights.pt"]) if trained else names == []
         assert trial["constraints"] == [study.trials[trial["number"]].constraints[n] for n in ("memory", "energy")]
     assert all(study.trials[t["number"]].user_attrs["feasible"] for t in detail["best_trials"])

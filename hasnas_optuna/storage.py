@@ -1,0 +1,228 @@
+"""Optuna storages from one URL string, with crash recovery and one-line errors.
+
+What a ``--storage`` string may be:
+
+* a database URL: ``sqlite:///FILE.db``, ``postgresql://user@host/db``, ``mysql://root@host/db``
+  (``mysql://`` and ``mariadb://`` use PyMySQL when it is the driver installed);
+* a journal file: ``journal:///PATH`` or a path ending in ``.log``, ``.jsonl`` or ``.journal``
+  (Optuna's append-only ``JournalFileBackend``; works on NFS, no server needed);
+* ``redis://host:port[/db]``: Optuna's journal on Redis (needs the ``redis`` package).
+
+Database storages get Optuna's heartbeat: a worker records one every ``heartbeat_interval`` seconds
+while a trial runs; a trial whose heartbeat is older than the grace period (its worker was killed
+or lost) is failed by the next worker that starts a trial, and its parameters are queued again
+(``RetryHeartbeatStaleTrialCallback``), so the architecture is trained by another worker. Journal
+storages have no heartbeat in Optuna.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from hasnas_optuna._errors import ConfigError, HasnasError
+
+__all__ = [
+    "DEFAULT_STORAGE", "describe_storage_error", "journal_path", "load_study_for_reading", "open_storage",
+    "sqlite_path",
+]
+
+DEFAULT_STORAGE = "sqlite:///hasnas.db"
+CONNECT_TIMEOUT = 15
+"""Seconds to wait for a database server to answer."""
+_JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def sqlite_path(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///FILE`` URL; ``None`` for in-memory or non-SQLite storages.
+
+    Example:
+        >>> sqlite_path("sqlite:////data/s.db?timeout=5").as_posix(), sqlite_path("sqlite://"), sqlite_path("postgresql://h/db")
+        ('/data/s.db', None, None)
+    """
+    if not storage.startswith("sqlite:///"):
+        return None
+    path = storage[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def journal_path(storage: str) -> Path | None:
+    """The file of a journal storage string; ``None`` if ``storage`` names no journal file.
+
+    Example:
+        >>> journal_path("journal:///runs/a.log").as_posix(), journal_path("runs/b.jsonl").as_posix()
+        ('/runs/a.log', 'runs/b.jsonl')
+        >>> journal_path("sqlite:///a.db") is None
+        True
+    """
+    if storage.startswith("journal://"):
+        return Path(storage[len("journal://"):]) if storage[len("journal://"):] else None
+    if "://" not in storage and storage.endswith(_JOURNAL_SUFFIXES):
+        return Path(storage)
+    return None
+
+
+def open_storage(
+    storage: str,
+    *,
+    create: bool = True,
+    heartbeat_interval: int | None = None,
+    max_retry: int | None = 3,
+) -> BaseStorage:
+    """Open the storage ``storage`` names; :class:`ConfigError` with one line if it cannot.
+
+    Args:
+        storage: URL or journal file (see the module docstring).
+        create: Whether a missing SQLite or journal file may be made. Readers (``hasnas best``,
+            ``report``, ``dashboard``) pass ``False`` and never leave an empty file behind.
+        heartbeat_interval: Seconds between heartbeats of a running trial (database storages only;
+            ``None`` or 0: off). The grace period is twice the interval.
+        max_retry: How often a trial whose worker died is queued again (``None``: always).
+
+    Example:
+        >>> open_storage("sqlite:///no/such/folder/s.db")
+        Traceback (most recent call last):
+        ...
+        hasnas_optuna._errors.ConfigError: storage 'sqlite:///no/such/folder/s.db': folder 'no/such/folder' ...
+        >>> open_storage("ftp://host/db")
+        Traceback (most recent call last):
+        ...
+        hasnas_optuna._errors.ConfigError: storage 'ftp://host/db' is not a storage; use a database URL ...
+    """
+    try:
+        journal = journal_path(storage)
+        if journal is not None:
+            return _journal_file(storage, journal, create)
+        scheme = storage.split("://", 1)[0].split("+", 1)[0] if "://" in storage else ""
+        if scheme == "redis":
+            return _journal_redis(storage)
+        if scheme not in _DATABASE_SCHEMES:
+            raise ConfigError(
+                f"storage {storage!r} is not a storage; use a database URL (sqlite:///FILE.db, postgresql://..., "
+                "mysql://...), a journal file (journal:///PATH or PATH.log) or redis://HOST:PORT")
+        return _database(storage, scheme, create, heartbeat_interval or None, max_retry)
+    except HasnasError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"storage {storage!r} needs a database driver that is not installed ({exc}); "
+                          "pip install 'hasnas-optuna[postgres]' or '[mysql]'") from None
+    except Exception as exc:  # SQLAlchemy and driver errors: unreachable server, bad credentials, bad URL
+        raise ConfigError(describe_storage_error(storage, exc)) from None
+
+
+def load_study_for_reading(storage: str, study_name: str) -> optuna.Study:
+    """Load a stored study; one-line :class:`ConfigError` for a missing file or an unknown name.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = optuna.create_study(storage=f"sqlite:///{tmp}/s.db", study_name="a")
+        ...     load_study_for_reading(f"sqlite:///{tmp}/s.db", "b")
+        Traceback (most recent call last):
+        ...
+        hasnas_optuna._errors.ConfigError: no study 'b' in sqlite:///.../s.db; studies there: a
+    """
+    backend = open_storage(storage, create=False)
+    names = [s.study_name for s in backend.get_all_studies()]
+    if study_name not in names:
+        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=backend)
+
+
+def describe_storage_error(storage: str, exc: BaseException) -> str:
+    """One line for an error a storage raised (drivers put their detail on the first line)."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"cannot open storage {storage!r}: {type(exc).__name__}: {detail[0] if detail else ''}".rstrip(": ")
+
+
+def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int | None,
+              max_retry: int | None) -> BaseStorage:
+    url = storage
+    engine_kwargs: dict[str, Any] = {}
+    if scheme == "sqlite":
+        path = sqlite_path(storage)
+        if path is None:
+            if not create:
+                raise ConfigError(f"storage {storage!r} is an in-memory database: it holds no studies to read")
+            heartbeat_interval = None  # one process only, and its heartbeat thread would see another database
+        elif not path.is_file():
+            if not create:
+                raise ConfigError(f"storage {storage!r}: no SQLite file {str(path)!r}")
+            _check_writable_folder(storage, path.parent)
+        elif not os.access(path, os.W_OK) and create:
+            raise ConfigError(f"storage {storage!r}: SQLite file {str(path)!r} is read-only")
+        # several local workers on one file: wait for the lock instead of failing at once
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif scheme == "postgres":  # SQLAlchemy knows only the long name
+        url = "postgresql" + storage[len("postgres"):]
+        scheme = "postgresql"
+    if "+" not in url.split("://", 1)[0] and scheme in _DRIVERS:
+        url = _with_driver(url, scheme)
+    if scheme != "sqlite":  # an unreachable server fails within seconds, not after the OS's TCP timeout
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    with warnings.catch_warnings():  # heartbeat and its retry callback are "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs or None, heartbeat_interval=heartbeat_interval,
+            grace_period=2 * heartbeat_interval if heartbeat_interval else None,
+            heartbeat_stale_trial_callback=callback,
+        )
+
+
+_DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql"), "mariadb": ("MySQLdb", "pymysql")}
+"""Python drivers per URL scheme, SQLAlchemy's default first (whose name it may not import)."""
+
+
+def _with_driver(url: str, scheme: str) -> str:
+    """``scheme+driver://...`` with the first driver that is installed.
+
+    SQLAlchemy picks one default driver per database (psycopg 3 for PostgreSQL, mysqlclient for
+    MySQL) and fails if that one is missing even when another is installed.
+    """
+    import importlib.util
+
+    for module in _DRIVERS[scheme]:
+        if importlib.util.find_spec(module) is not None:
+            return f"{scheme}+{module.lower()}{url[len(scheme):]}"
+    raise ImportError(f"no {scheme} driver ({' or '.join(_DRIVERS[scheme])})")
+
+
+def _check_writable_folder(storage: str, folder: Path) -> None:
+    shown = str(folder) if str(folder) else "."
+    if not folder.is_dir():
+        raise ConfigError(f"storage {storage!r}: folder {shown!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"storage {storage!r}: folder {shown!r} is read-only; a new SQLite file cannot be made "
+                          "there (choose a writable path)")
+
+
+def _journal_file(storage: str, path: Path, create: bool) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if not path.is_file():
+        if not create:
+            raise ConfigError(f"storage {storage!r}: no journal file {str(path)!r}")
+        _check_writable_folder(storage, path.parent)
+    elif not os.access(path, os.W_OK) and create:
+        raise ConfigError(f"storage {storage!r}: journal file {str(path)!r} is read-only")
+    # an open(O_EXCL) lock: safe on NFSv3+ and on local disks, unlike plain file locks
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def _journal_redis(storage: str) -> BaseStorage:
+    from optuna.storages.journal import JournalRedisBackend
+
+    with warnings.catch_warnings():  # "experimental" in Optuna 5: documented in docs/distributed.md instead
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        backend = JournalRedisBackend(storage)
+    backend._redis.ping()  # fail now, with one line, rather than at the first trial
+    return optuna.storages.JournalStorage(backend)
