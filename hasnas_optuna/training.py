@@ -71,9 +71,14 @@ class SNNClassifier(pl.LightningModule):
     def compile_network(self, batch_size: int) -> None:
         """Train through ``torch.compile`` (in place), for batches of ``batch_size`` only.
 
-        One compilation per network: evaluation and other batch sizes run eagerly.
+        One compilation per network: evaluation and other batch sizes run eagerly. Compiled code of
+        earlier networks is dropped first: it is dead, and every network would otherwise count
+        towards torch's recompilation limit and turn on dynamic shapes for the next one.
         """
-        self.network.compile()
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        self.network.compile(dynamic=False)
         self._compiled_batch = batch_size
         self._neurons = [m for m in self.network.modules() if isinstance(m, snntorch.SpikingNeuron)]
 

@@ -1,0 +1,1 @@
+"""Benchmarks of hasnas-optuna; `python -m benchmarks` runs them all (see README.md)."""

@@ -1,0 +1,81 @@
+"""Shared benchmark helpers: the machine description and interleaved (A B B A ...) timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    """What ran the benchmark: CPU, cores this process may use, threads, library versions, date."""
+    import numpy
+    import optuna
+    import snntorch
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": f"{usable} usable by this process of {os.cpu_count()} ({platform.machine()})",
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "versions": (f"torch {torch.__version__}, snntorch {snntorch.__version__}, optuna {optuna.__version__}, "
+                     f"numpy {numpy.__version__}"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
+@dataclass
+class Paired:
+    """Interleaved timings of a baseline and a candidate (seconds per repetition)."""
+
+    baseline: list[float]
+    candidate: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Baseline time / candidate time, per repetition (> 1: the candidate is faster)."""
+        return [b / c for b, c in zip(self.baseline, self.candidate, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        """Median of the per-repetition ratios."""
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """Smallest and largest per-repetition ratio."""
+        return min(self.ratios), max(self.ratios)
+
+
+def interleave(baseline: Callable[[], object], candidate: Callable[[], object], *, repeats: int) -> Paired:
+    """Time ``baseline`` and ``candidate`` alternately, A B B A A B ..., so drift and contention hit both."""
+    out = Paired([], [])
+    for r in range(repeats):
+        order = ((baseline, out.baseline), (candidate, out.candidate))
+        for fn, times in order if r % 2 == 0 else reversed(order):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return out
