@@ -52,9 +52,22 @@ if TYPE_CHECKING:
     from hasnas_optuna.cim import CostReport
 
 __all__ = [
-    "ARCHITECTURE_JSON", "ARCHITECTURE_SVG", "COST_CSV", "COST_JSON", "CURVE_SVG", "WEIGHTS",
-    "artifact_dir_for", "cost_layers_csv", "download_trial_artifact", "find_artifact", "open_artifact_store",
-    "save_trial_artifacts", "trial_artifact_names", "trial_logger", "training_curve_svg", "write_training_curve",
+    "ARCHITECTURE_JSON",
+    "ARCHITECTURE_SVG",
+    "COST_CSV",
+    "COST_JSON",
+    "CURVE_SVG",
+    "WEIGHTS",
+    "artifact_dir_for",
+    "cost_layers_csv",
+    "download_trial_artifact",
+    "find_artifact",
+    "open_artifact_store",
+    "save_trial_artifacts",
+    "training_curve_svg",
+    "trial_artifact_names",
+    "trial_logger",
+    "write_training_curve",
 ]
 
 _LOG = optuna.logging.get_logger("hasnas_optuna.artifacts")
