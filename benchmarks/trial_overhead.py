@@ -17,7 +17,8 @@ user would, and times, per trial, from outside the code it measures:
 
 A warm-up search of one one-epoch trial runs first in the same process, so one-time costs
 (imports, the first Trainer) are not counted per trial; they are reported separately, as the import
-time of a fresh interpreter. ``--wal`` measures the same with SQLite in write-ahead-log mode.
+time of a fresh interpreter. ``--rollback-journal`` measures the same with SQLite's default journal
+mode instead of the write-ahead log that ``hasnas search`` uses.
 """
 
 from __future__ import annotations
@@ -164,26 +165,15 @@ class OverheadResult:
         return self.overhead / self.parts["total"]
 
 
-def _sqlite_wal(dbapi_connection: Any, record: Any) -> None:
-    """SQLite in write-ahead-log mode, syncing the disk at checkpoints instead of at every commit."""
-    import sqlite3
-
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-
-def measure(*, trials: int = 4, epochs: int = 10, profile: bool = False, wal: bool = False) -> OverheadResult:
+def measure(*, trials: int = 4, epochs: int = 10, profile: bool = False,
+            rollback_journal: bool = False) -> OverheadResult:
     """Warm up with a one-epoch trial, then time ``trials`` trials of the digits search.
 
-    ``wal`` opens every SQLite connection in WAL mode with ``synchronous=NORMAL`` (what a storage
-    could do; by default SQLite syncs the disk at every commit, and a trial makes dozens).
+    The storage is what ``hasnas search`` opens: a SQLite file in write-ahead-log mode with
+    ``synchronous=NORMAL`` (:mod:`hasnas_optuna.storage`). ``rollback_journal`` uses a plain
+    ``RDBStorage`` instead: SQLite's default mode, which syncs the disk at every commit.
     """
     import optuna
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
 
     from hasnas_optuna.config import load_config
     from hasnas_optuna.study import run_search
@@ -192,10 +182,9 @@ def measure(*, trials: int = 4, epochs: int = 10, profile: bool = False, wal: bo
     config = dataclasses.replace(base, training=dataclasses.replace(base.training, epochs=epochs), timeout=None)
     warm = dataclasses.replace(base, training=dataclasses.replace(base.training, epochs=1), timeout=None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if wal:
-        event.listen(Engine, "connect", _sqlite_wal)
     with tempfile.TemporaryDirectory(prefix="hasnas-overhead-") as tmp:
-        storage = f"sqlite:///{tmp}/overhead.db"
+        url = f"sqlite:///{tmp}/overhead.db"
+        storage: str | optuna.storages.BaseStorage = optuna.storages.RDBStorage(url) if rollback_journal else url
         run_search(warm, storage=storage, n_trials=1, out=None)  # warm-up, not counted
         times = TrialTimes()
         undo = _instrument(times)
@@ -208,8 +197,6 @@ def measure(*, trials: int = 4, epochs: int = 10, profile: bool = False, wal: bo
             if profiler is not None:
                 profiler.disable()
             undo()
-            if wal:
-                event.remove(Engine, "connect", _sqlite_wal)
     text = ""
     if profiler is not None:
         buffer = io.StringIO()
@@ -243,14 +230,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=4, help="trials timed after the warm-up (default 4)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the timed trials")
-    parser.add_argument("--wal", action="store_true", help="SQLite in WAL mode with synchronous=NORMAL")
+    parser.add_argument("--rollback-journal", action="store_true",
+                        help="SQLite's default rollback journal instead of the WAL mode hasnas uses")
     parser.add_argument("--quick", action="store_true", help="1 trial of 2 epochs (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 1, 2
     if args.trials < 1 or args.epochs < 1:
         parser.error("--trials and --epochs must be >= 1")
-    result = measure(trials=args.trials, epochs=args.epochs, profile=args.profile, wal=args.wal)
+    result = measure(trials=args.trials, epochs=args.epochs, profile=args.profile,
+                     rollback_journal=args.rollback_journal)
     print(f"{result.trials} trials of {result.epochs} epochs; importing the search in a fresh process: "
           f"{result.import_s:.2f} s (once per process)")
     print(table(result))
