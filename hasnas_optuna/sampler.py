@@ -366,7 +366,7 @@ class HardwareAwareSampler(BaseSampler):
     def _seen_keys(self, study: Study, current: FrozenTrial) -> set[str]:
         seen: set[str] = set()
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if t._trial_id == current._trial_id or t.state == TrialState.FAIL:
+            if t._trial_id == current._trial_id or (t.state == TrialState.FAIL and not failed_on_its_own(t)):
                 continue  # a failed architecture may be retried (crash recovery)
             key = t.user_attrs.get(KEY_ATTR)
             if key is None and t.state.is_finished():
@@ -385,6 +385,15 @@ class HardwareAwareSampler(BaseSampler):
             return self.key_of(params)
         except ConfigError:
             return None
+
+
+def failed_on_its_own(trial: FrozenTrial) -> bool:
+    """Whether a FAILED trial failed because of its network (diverged, out of memory: status ``failed: ...``).
+
+    Such an architecture is not proposed again. Other failures (a killed worker, Ctrl-C, an
+    unexpected error) leave it free: it may run again, and crash retries are queued by the study.
+    """
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("status", "")).startswith("failed")
 
 
 def _number(value: Any) -> float:

@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.fitness import score_architecture
-from hasnas_optuna.sampler import KEY_ATTR, Candidate, HardwareAwareSampler
+from hasnas_optuna.sampler import KEY_ATTR, Candidate, HardwareAwareSampler, failed_on_its_own
 from hasnas_optuna.search_space import architecture_from_params
 
 __all__ = ["CHUNK", "Scored", "Screening", "load_scored", "scoring_batch", "screen", "train_best_scored"]
@@ -161,7 +161,8 @@ def train_best_scored(config: StudyConfig, study: optuna.Study, datamodule: pl.L
     """
     result = screen(config, storage=study._storage, study_name=study.study_name,
                     images=scoring_batch(datamodule, config.score_batch), out=out)
-    taken = {t.user_attrs.get(KEY_ATTR) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    taken = {t.user_attrs.get(KEY_ATTR) for t in study.get_trials(deepcopy=False)
+             if t.state != TrialState.FAIL or failed_on_its_own(t)}
     best = [(rank, c) for rank, c in enumerate(result.ranked, start=1)
             if math.isfinite(c.score) and c.key not in taken]
     if isinstance(study.sampler, HardwareAwareSampler):

@@ -28,7 +28,7 @@ from optuna.storages import BaseStorage
 from hasnas_optuna._errors import ConfigError, HasnasError
 
 __all__ = [
-    "DEFAULT_STORAGE", "describe_storage_error", "journal_path", "load_study_for_reading", "open_storage",
+    "DEFAULT_STORAGE", "describe_storage_error", "journal_path", "load_study_for_reading", "masked", "open_storage",
     "sqlite_path",
 ]
 
@@ -106,14 +106,16 @@ def open_storage(
             return _journal_redis(storage)
         if scheme not in _DATABASE_SCHEMES:
             raise ConfigError(
-                f"storage {storage!r} is not a storage; use a database URL (sqlite:///FILE.db, postgresql://..., "
-                "mysql://...), a journal file (journal:///PATH or PATH.log) or redis://HOST:PORT")
+                f"storage {masked(storage)!r} is not a storage; use a database URL (sqlite:///FILE.db, "
+                "postgresql://..., mysql://...), a journal file (journal:///PATH or PATH.log) or redis://HOST:PORT")
         return _database(storage, scheme, create, heartbeat_interval or None, max_retry)
     except HasnasError:
         raise
     except ImportError as exc:
-        raise ConfigError(f"storage {storage!r} needs a database driver that is not installed ({exc}); "
-                          "pip install 'hasnas-optuna[postgres]' or '[mysql]'") from None
+        extra = {"redis": "redis", "postgresql": "postgres", "postgres": "postgres"}.get(
+            storage.split("://", 1)[0].split("+", 1)[0], "mysql")
+        raise ConfigError(f"storage {masked(storage)!r} needs a driver that is not installed ({exc}); "
+                          f"pip install 'hasnas-optuna[{extra}]'") from None
     except Exception as exc:  # SQLAlchemy and driver errors: unreachable server, bad credentials, bad URL
         raise ConfigError(describe_storage_error(storage, exc)) from None
 
@@ -133,14 +135,28 @@ def load_study_for_reading(storage: str, study_name: str) -> optuna.Study:
     backend = open_storage(storage, create=False)
     names = [s.study_name for s in backend.get_all_studies()]
     if study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
+        raise ConfigError(f"no study {study_name!r} in {masked(storage)}; studies there: {', '.join(names) or 'none'}")
     return optuna.load_study(study_name=study_name, storage=backend)
 
 
 def describe_storage_error(storage: str, exc: BaseException) -> str:
     """One line for an error a storage raised (drivers put their detail on the first line)."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"cannot open storage {storage!r}: {type(exc).__name__}: {detail[0] if detail else ''}".rstrip(": ")
+    return f"cannot open storage {masked(storage)!r}: {type(exc).__name__}: {detail[0] if detail else ''}".rstrip(": ")
+
+
+def masked(storage: str) -> str:
+    """``storage`` with any password replaced by ``***`` (errors end up in shared log files).
+
+    Example:
+        >>> masked("postgresql://hasnas:secret@db/hasnas"), masked("sqlite:///a.db")
+        ('postgresql://hasnas:***@db/hasnas', 'sqlite:///a.db')
+    """
+    scheme, sep, rest = storage.partition("://")
+    user, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in user:
+        return storage
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{host}"
 
 
 def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int | None,

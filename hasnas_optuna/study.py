@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
@@ -131,8 +132,9 @@ def run_search(
     with up to one extra trial per worker; ``worker_trials`` makes this process run exactly that
     many instead. Counted trials are the finished ones, except failed trials that were queued
     again (their worker was killed, or Ctrl-C stopped them): those run again, from the same
-    parameters. Ctrl-C (or SIGTERM) marks the running trial failed as interrupted and stops;
-    running again resumes. Data are loaded and the study is checked before anything is written.
+    parameters. Ctrl-C (or SIGTERM) marks the running trial failed as interrupted, queues it again
+    and stops; running again resumes with it. Data are loaded and the study is checked before
+    anything is written.
 
     Trained trials keep their artifacts in ``artifact_dir`` (by default ``<db>-artifacts/``
     beside a SQLite or journal file; none for server storages unless a folder is given), and the
@@ -179,7 +181,6 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
         prepare()  # missing or corrupt data files fail here, before the study is touched
     sampler = make_sampler(config, seed=sampler_seed)
     study = open_study(config, storage=storage, study_name=study_name, sampler=sampler)
-    requeue_interrupted(study, max_retry=config.max_retry)
     target = n_trials if n_trials is not None else config.n_trials
     done = counted_trials(study)
     limit = timeout or config.timeout
@@ -220,9 +221,15 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
     # collection after each trial from scanning it again (about 0.2-0.6 s per trial otherwise)
     gc.collect()
     gc.freeze()
+    if interruption.requested:  # a signal while the data loaded or candidates were screened
+        raise KeyboardInterrupt
     try:
         study.optimize(interruption.guard(objective), n_trials=worker_trials, timeout=limit,
                        catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+    except KeyboardInterrupt:
+        if interruption.trial_number is not None:  # this process alone queues its own trial again
+            requeue_interrupted(study, interruption.trial_number, config, max_retry=config.max_retry)
+        raise
     finally:
         gc.unfreeze()
     annotate_study(study, config=config)
@@ -252,37 +259,41 @@ def counted_trials(study: optuna.Study) -> int:
         t.number in retried or str(t.user_attrs.get("status", "")).startswith(INTERRUPTED))))
 
 
-def requeue_interrupted(study: optuna.Study, *, max_retry: int | None) -> list[int]:
-    """Queue again (same parameters) the trials that Ctrl-C or SIGTERM stopped; their numbers.
+def requeue_interrupted(study: optuna.Study, number: int, config: StudyConfig, *, max_retry: int | None) -> bool:
+    """Queue trial ``number``, stopped by Ctrl-C or SIGTERM, again with the same parameters.
 
-    Trials of killed workers are queued by Optuna's heartbeat; these are the ones a clean stop
-    left FAILED as interrupted. ``max_retry`` bounds how often one architecture is retried.
+    Only the interrupted process calls this, for its own trial, so a trial is queued once.
+    Trials of killed workers are queued by Optuna's heartbeat instead. A trial interrupted before
+    all its parameters were chosen is not queued (its architecture may still be proposed again),
+    nor one retried ``max_retry`` times already. Returns whether it was queued.
     """
-    trials = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get(RETRY_HISTORY, ())}
-    queued = []
+    trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+        study._study_id, number))
+    history = trial.system_attrs.get(RETRY_HISTORY, [])
+    complete = set(config.space.distributions()) <= set(trial.params)
+    if not complete or (max_retry is not None and len(history) >= max_retry):
+        return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-    for t in trials:
-        if str(t.user_attrs.get("status", "")).startswith(INTERRUPTED) and t.number not in retried:
-            retry(study, t)
-            queued.append(t.number)
-    return queued
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, copy.deepcopy(trial))
+    return True
 
 
 class _Interruption:
-    """Ctrl-C and SIGTERM: stop the trial that trains (it ends FAILED as interrupted), never a write.
+    """Ctrl-C and SIGTERM: stop the trial that runs (it ends FAILED as interrupted) and the study.
 
-    Inside the objective the signal raises ``KeyboardInterrupt`` at once; elsewhere (sampling,
-    storage writes, callbacks) it is noted, and the study stops after the current step, so no
-    storage write is cut in half. A second signal interrupts at once wherever it lands.
+    Inside the objective (training, and the trial's own attribute writes) the signal raises
+    ``KeyboardInterrupt`` at once; a database write it cuts is rolled back by its transaction.
+    Elsewhere (Optuna's sampling, ``tell`` and callbacks) it is noted and the study stops after the
+    current step, so Optuna's own bookkeeping of a trial is never cut. A second signal interrupts
+    at once wherever it lands.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self.in_objective = False
         self.signal = ""
+        self.trial_number: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interruption:
@@ -312,8 +323,8 @@ class _Interruption:
                     trial.set_user_attr("status", "running again (a retry)")
                 return objective(trial)
             except KeyboardInterrupt as exc:
-                trial.set_user_attr("status", f"{INTERRUPTED} ({self.signal or exc or 'KeyboardInterrupt'}); "
-                                    "queued again when the study resumes")
+                self.trial_number = trial.number
+                trial.set_user_attr("status", f"{INTERRUPTED} ({self.signal or exc or 'KeyboardInterrupt'})")
                 raise
             finally:
                 self.in_objective = False

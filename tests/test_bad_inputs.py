@@ -69,10 +69,11 @@ CASES = {
     "bad objective": (GOOD.replace("n_trials = 2", 'objectives = ["accuracy", "power"]'),
                       "use names from accuracy, memory"),
     # budgets of zero or below
-    "zero budget": (GOOD.replace("memory = 1", "memory = 0"), "memory"),
-    "negative budget": (GOOD.replace("memory = 1", "energy = -1.0"), "energy"),
+    "zero budget": (GOOD.replace("memory = 1", "memory = 0"), "budget memory=0 must be a number > 0 (params)"),
+    "negative budget": (GOOD.replace("memory = 1", "energy = -1.0"), "budget energy=-1.0 must be a number > 0 (uJ)"),
     # unknown hardware preset
-    "unknown preset": (GOOD + '[hardware]\npreset = "neurosim-7nm"\n', "neurosim-7nm"),
+    "unknown preset": (GOOD + '[hardware]\npreset = "neurosim-7nm"\n',
+                       "unknown hardware preset 'neurosim-7nm'; use one of neurosim-22nm, neurosim-32nm"),
     # missing dataset files
     "missing dataset": (GOOD + '[dataset]\nname = "fashion_mnist"\npath = "/no/such/folder"\n',
                         "dataset directory '/no/such/folder' does not exist"),
@@ -179,15 +180,17 @@ def test_sqlite_file_in_a_read_only_folder() -> None:
         if setpriv is None:
             pytest.fail("running as root needs util-linux's setpriv to drop privileges for this test")
         command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache)})
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (f"hasnas search: error: storage 'sqlite:///{folder / 'runs.db'}': folder "
-                                     f"'{folder}' is read-only; a new SQLite file cannot be made there "
-                                     "(choose a writable path)")
-    assert list(folder.iterdir()) == []
-    folder.chmod(0o755)
-    shutil.rmtree(tmp_path)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                                env={**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache)})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == (f"hasnas search: error: storage 'sqlite:///{folder / 'runs.db'}': folder "
+                                         f"'{folder}' is read-only; a new SQLite file cannot be made there "
+                                         "(choose a writable path)")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(tmp_path)
 
 
 def test_bad_command_line_values(capsys: pytest.CaptureFixture[str]) -> None:

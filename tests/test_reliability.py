@@ -54,9 +54,11 @@ def test_interrupt_marks_the_trial_and_the_same_command_resumes(tmp_path: Path, 
     assert process.returncode == 130, err
     assert "interrupted; the running trial is marked interrupted" in err and "Traceback" not in err, err
     study = optuna.load_study(study_name="stop", storage=storage)
-    (stopped,) = study.trials
+    stopped, queued = study.trials  # the interrupted process queued its trial again before it exited
     assert stopped.state == TrialState.FAIL
-    assert stopped.user_attrs["status"].startswith(f"interrupted ({signal.Signals(signum).name})"), stopped.user_attrs
+    assert stopped.user_attrs["status"] == f"interrupted ({signal.Signals(signum).name})", stopped.user_attrs
+    assert queued.state == TrialState.WAITING and queued.params == stopped.params
+    assert queued.system_attrs["failed_trial"] == 0
     assert counted_trials(study) == 0
 
     # the same command again resumes: the interrupted architecture first, then the rest

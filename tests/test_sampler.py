@@ -114,9 +114,14 @@ def test_failed_architectures_may_be_retried() -> None:
     failed = study.ask()
     suggest_architecture(failed, SPACE)
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    broken = study.ask()  # a network that fails on its own (diverged, out of memory) is not proposed again
+    suggest_architecture(broken, SPACE)
+    broken.set_user_attr("status", "failed: training diverged at epoch 0")
+    study.tell(broken, state=optuna.trial.TrialState.FAIL)
     seen = sampler("random")._seen_keys(study, study.ask())  # type: ignore[arg-type]
     assert study.trials[3].user_attrs[KEY_ATTR] not in seen
     assert {t.user_attrs[KEY_ATTR] for t in study.trials[:3]} <= seen
+    assert study.trials[4].user_attrs[KEY_ATTR] in seen
 
 
 def test_parallel_threads() -> None:
