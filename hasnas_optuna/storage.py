@@ -175,6 +175,10 @@ def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int |
             _check_writable_folder(storage, path.parent)
         elif not os.access(path, os.W_OK) and create:
             raise ConfigError(f"storage {storage!r}: SQLite file {str(path)!r} is read-only")
+        elif not create and not os.access(path.parent, os.W_OK):
+            # a reader in a folder it cannot write to: SQLite could not make the WAL index file
+            # there, so read the file as an immutable snapshot
+            url = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
         # several local workers on one file: wait for the lock instead of failing at once
         engine_kwargs["connect_args"] = {"timeout": 60}
     elif scheme == "postgres":  # SQLAlchemy knows only the long name
@@ -206,7 +210,8 @@ def _write_ahead_log(rdb: optuna.storages.RDBStorage) -> None:
     stays consistent if the process is killed at any point; only a power cut or OS crash can lose
     the last commits, never corrupt the file. Readers also no longer block the writer. WAL needs a
     local disk (SQLite on NFS is unsafe in any mode: use a journal file or a server there). The
-    mode is stored in the file, so later readers open it in WAL mode too.
+    mode is stored in the file, so later readers open it in WAL mode too; a reader in a folder it
+    cannot write to (an archive) opens the file as an immutable snapshot instead.
     """
     from sqlalchemy import event
 

@@ -188,8 +188,25 @@ def test_sqlite_file_in_a_read_only_folder() -> None:
                                          f"'{folder}' is read-only; a new SQLite file cannot be made there "
                                          "(choose a writable path)")
         assert list(folder.iterdir()) == []
+        # reading a study kept in a read-only folder still works (the file is in WAL mode)
+        archive = tmp_path / "archive"
+        archive.mkdir()
+        old = config(tmp_path, GOOD.replace('"kept"', '"old"'))
+        made = subprocess.run([sys.executable, "-m", "hasnas_optuna.cli", "search", old, "--storage",
+                               f"sqlite:///{archive / 'old.db'}", "--quiet"], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        archive.chmod(0o555)
+        read = subprocess.run([*command[: command.index("search")], "best", "--storage",
+                               f"sqlite:///{archive / 'old.db'}", "--study-name", "old"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env={**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": str(cache)})
+        assert read.returncode == 0, read.stderr
+        assert "study 'old': 2 trials" in read.stdout
     finally:
-        folder.chmod(0o755)
+        for path in (folder, tmp_path / "archive"):
+            if path.exists():
+                path.chmod(0o755)
         shutil.rmtree(tmp_path)
 
 
