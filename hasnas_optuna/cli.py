@@ -189,7 +189,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_options(parser: argparse.ArgumentParser, *, seed_help: str = "sampler, data split and training seed") -> None:
-    """Options ``search`` and ``worker`` share."""
+    """Arguments ``search`` and ``worker`` share."""
+    parser.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
     parser.add_argument("--study-name", metavar="NAME", help="study name (default: the config's)")
     parser.add_argument("--timeout", type=_budget, metavar="S", help="stop after S seconds (default: the config's)")
     parser.add_argument("--seed", type=_non_negative_int, metavar="S", help=seed_help)
@@ -250,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded digits study (studies/digits.toml). Rerunning with the same study name resumes. Ctrl-C "
         "stops cleanly: the running trial is marked interrupted and runs again on resume.",
     )
-    search.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
     search.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
                         help="Optuna storage: database URL or journal file (default: %(default)s)")
     search.add_argument("--n-trials", type=_positive_int, metavar="N",
@@ -266,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
         "worker's trial is failed after two heartbeat intervals and trained again by another worker "
         "(database storages). See docs/distributed.md.",
     )
-    worker.add_argument("config", nargs="?", metavar="CONFIG", help="study TOML file (default: digits)")
     worker.add_argument("--storage", required=True, metavar="URL",
                         help="shared storage: postgresql://..., mysql://..., journal:///PATH, redis://...")
     worker.add_argument("--n-trials", type=_positive_int, metavar="N",

@@ -169,16 +169,12 @@ def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int |
             if not create:
                 raise ConfigError(f"storage {storage!r} is an in-memory database: it holds no studies to read")
             heartbeat_interval = None  # one process only, and its heartbeat thread would see another database
-        elif not path.is_file():
-            if not create:
-                raise ConfigError(f"storage {storage!r}: no SQLite file {str(path)!r}")
-            _check_writable_folder(storage, path.parent)
-        elif not os.access(path, os.W_OK) and create:
-            raise ConfigError(f"storage {storage!r}: SQLite file {str(path)!r} is read-only")
-        elif not create and not os.access(path.parent, os.W_OK):
-            # a reader in a folder it cannot write to: SQLite could not make the WAL index file
-            # there, so read the file as an immutable snapshot
-            url = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
+        else:
+            _check_file(storage, path, "SQLite file", create)
+            if not create and not os.access(path.parent, os.W_OK):
+                # a reader in a folder it cannot write to: SQLite could not make the WAL index file
+                # there, so read the file as an immutable snapshot
+                url = f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true"
         # several local workers on one file: wait for the lock instead of failing at once
         engine_kwargs["connect_args"] = {"timeout": 60}
     elif scheme == "postgres":  # SQLAlchemy knows only the long name
@@ -243,6 +239,17 @@ def _with_driver(url: str, scheme: str) -> str:
     raise ImportError(f"no {scheme} driver ({' or '.join(_DRIVERS[scheme])})")
 
 
+def _check_file(storage: str, path: Path, kind: str, create: bool) -> None:
+    """The file of a SQLite or journal storage exists (or, with ``create``, can be made) and, with
+    ``create``, can be written; :class:`ConfigError` otherwise."""
+    if not path.is_file():
+        if not create:
+            raise ConfigError(f"storage {storage!r}: no {kind} {str(path)!r}")
+        _check_writable_folder(storage, path.parent)
+    elif create and not os.access(path, os.W_OK):
+        raise ConfigError(f"storage {storage!r}: {kind} {str(path)!r} is read-only")
+
+
 def _check_writable_folder(storage: str, folder: Path) -> None:
     shown = str(folder) if str(folder) else "."
     if not folder.is_dir():
@@ -255,12 +262,7 @@ def _check_writable_folder(storage: str, folder: Path) -> None:
 def _journal_file(storage: str, path: Path, create: bool) -> BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    if not path.is_file():
-        if not create:
-            raise ConfigError(f"storage {storage!r}: no journal file {str(path)!r}")
-        _check_writable_folder(storage, path.parent)
-    elif not os.access(path, os.W_OK) and create:
-        raise ConfigError(f"storage {storage!r}: journal file {str(path)!r} is read-only")
+    _check_file(storage, path, "journal file", create)
     # an open(O_EXCL) lock: safe on NFSv3+ and on local disks, unlike plain file locks
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 

@@ -15,11 +15,10 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 import pytorch_lightning as pl
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
@@ -30,6 +29,9 @@ from hasnas_optuna.objective import HasnasObjective, default_datamodule
 from hasnas_optuna.sampler import HardwareAwareSampler
 from hasnas_optuna.storage import DEFAULT_STORAGE, describe_storage_error, open_storage
 from hasnas_optuna.training import TrialFailed
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy
 
 __all__ = [
     "best_rows", "counted_trials", "format_best", "make_sampler", "open_study", "requeue_interrupted", "run_search",

@@ -137,14 +137,19 @@ def test_rdb_storage_resume_and_two_workers(tmp_path: Path) -> None:
     first.optimize(objective, n_trials=15)
     # a second process-like worker and a resumed run, each with its own sampler instance
     workers = [optuna.load_study(study_name="s", storage=storage, sampler=sampler("nsga2")) for _ in range(2)]
-    threads = [threading.Thread(target=w.optimize, args=(objective,), kwargs={"n_trials": 10}) for w in workers]
+    optimize_at_once(workers, n_trials=10)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 35
+    assert_clean(study)
+
+
+def optimize_at_once(workers: list[optuna.Study], *, n_trials: int) -> None:
+    """Each worker's study optimises ``n_trials`` in its own thread, all at the same time."""
+    threads = [threading.Thread(target=w.optimize, args=(objective,), kwargs={"n_trials": n_trials}) for w in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    study = optuna.load_study(study_name="s", storage=storage)
-    assert len(study.trials) == 35
-    assert_clean(study)
 
 
 def test_enqueued_trials_are_respected() -> None:
@@ -220,11 +225,7 @@ def test_preferred_candidates_go_first_once_each_across_workers(tmp_path: Path) 
         own = sampler("nsga2")
         own.prefer([dataclasses.replace(c, attrs={"screen/rank": i}) for i, c in enumerate(ranked)])
         workers.append(optuna.load_study(study_name="s", storage=storage, sampler=own))
-    threads = [threading.Thread(target=w.optimize, args=(objective,), kwargs={"n_trials": 8}) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    optimize_at_once(workers, n_trials=8)
     study = optuna.load_study(study_name="s", storage=storage)
     assert_clean(study)
     outcomes = Counter(t.user_attrs["sampler/outcome"] for t in study.trials)
