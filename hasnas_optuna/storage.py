@@ -18,6 +18,8 @@ storages have no heartbeat in Optuna.
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -187,14 +189,40 @@ def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int |
     with warnings.catch_warnings():  # heartbeat and its retry callback are "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
-        rdb = optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs or None, heartbeat_interval=heartbeat_interval,
-            grace_period=2 * heartbeat_interval if heartbeat_interval else None,
-            heartbeat_stale_trial_callback=callback,
-        )
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                rdb = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs or None, heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval if heartbeat_interval else None,
+                    heartbeat_stale_trial_callback=callback,
+                )
+                break
+            except Exception as exc:
+                if attempt == _SCHEMA_ATTEMPTS - 1 or not _lost_schema_race(exc):
+                    raise
+                time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
     if scheme == "sqlite" and create and sqlite_path(storage) is not None:
         _write_ahead_log(rdb)
     return rdb
+
+
+_SCHEMA_ATTEMPTS = 8
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Whether opening a database failed because another worker was creating Optuna's tables at once.
+
+    Workers started together on an empty database all run ``CREATE TABLE IF NOT EXISTS`` and insert
+    the schema version: all but one fail, on PostgreSQL with a unique violation in its catalogue
+    (``pg_type_typname_nsp_index``), on MySQL with "table already exists". Opening again then
+    finds the tables; nothing of a study is written before that.
+    """
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and "already exists" in text
 
 
 def _write_ahead_log(rdb: optuna.storages.RDBStorage) -> None:

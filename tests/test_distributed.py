@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -219,6 +220,68 @@ def test_three_workers_share_one_study(backend: str, tmp_path: Path, study_name:
     seeds = {line.split("sampler seed ")[1] for w in workers for line in w.out.read_text().splitlines()
              if "sampler seed" in line}
     assert len(seeds) == count  # every worker built its own sampler with a seed of its own
+
+
+OPEN_STORAGE_MAIN = """
+from hasnas_optuna.storage import open_storage
+barrier.wait()  # every process opens the empty database at the same moment
+try:
+    open_storage(url, heartbeat_interval=5)
+    results.put("opened")
+except Exception as exc:
+    results.put(str(exc))
+"""
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str) -> Iterator[str]:
+    """A new, empty database on the server for one test (Optuna has never made its tables there)."""
+    name = f"hasnas_{uuid.uuid4().hex[:12]}"
+    if backend == "postgresql":
+        import psycopg2
+
+        admin: Any = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        admin.autocommit = True
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    else:
+        import pymysql
+
+        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+        url = f"mysql://root@127.0.0.1:3306/{name}"
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield url
+    finally:
+        if backend == "postgresql":  # connections still open (a failed test) would block the drop
+            admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                   "AND pid <> pg_backend_pid()", (name,))
+        admin.cursor().execute(f"DROP DATABASE {name}")
+        admin.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_workers_started_together_on_an_empty_database_all_open_it(backend: str, processes: BaseContext) -> None:
+    """Six workers creating Optuna's tables at once: without the retry, all but one failed
+    (PostgreSQL: duplicate key in pg_type_typname_nsp_index; MariaDB: table already exists)."""
+    count = 6
+    with fresh_database(backend) as url:
+        barrier = processes.Barrier(count)  # type: ignore[attr-defined]
+        results = processes.Queue()  # type: ignore[attr-defined]
+        opened = [processes.Process(target=exec, args=(  # type: ignore[attr-defined]
+            OPEN_STORAGE_MAIN, {"url": url, "barrier": barrier, "results": results})) for _ in range(count)]
+        for process in opened:
+            process.start()
+        outcomes = [results.get(timeout=WAIT_S) for _ in opened]
+        for process in opened:
+            process.join(WAIT_S)
+        assert outcomes == ["opened"] * count
+        study = optuna.create_study(storage=open_storage(url), study_name="after")  # the schema is whole
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+        del study
+        import gc
+
+        gc.collect()  # close the storage's connections before the database is dropped
 
 
 def test_killed_worker_trial_is_failed_and_retrained(tmp_path: Path, study_name: str, processes: BaseContext,
