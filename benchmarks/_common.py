@@ -71,11 +71,17 @@ class Paired:
 
 def interleave(baseline: Callable[[], object], candidate: Callable[[], object], *, repeats: int) -> Paired:
     """Time ``baseline`` and ``candidate`` alternately, A B B A A B ..., so drift and contention hit both."""
-    out = Paired([], [])
+    times = interleave_all({"baseline": baseline, "candidate": candidate}, repeats=repeats)
+    return Paired(times["baseline"], times["candidate"])
+
+
+def interleave_all(runs: dict[str, Callable[[], object]], *, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each run per round; rounds alternate the order (A B C, C B A, A B C ...)."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats):
-        order = ((baseline, out.baseline), (candidate, out.candidate))
-        for fn, times in order if r % 2 == 0 else reversed(order):
+        order = list(runs.items())
+        for name, fn in order if r % 2 == 0 else reversed(order):
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
+            out[name].append(time.perf_counter() - start)
     return out

@@ -1,27 +1,43 @@
 """Training throughput: our multi-step SpikingNetwork against the plain snntorch per-step loop.
 
-Run: python benchmarks/training_throughput.py [--quick]
+Run: python benchmarks/training_throughput.py [--quick] [--threads 1 2] [--glibc-malloc] [--json PATH]
 
 The baseline is the loop snntorch's tutorials teach: ``for t in range(T)`` run every layer on that
-timestep's input, driving each ``snntorch.Leaky`` with its explicit membrane. It reuses the same
-layers as our network (same weights, same neurons), so the only difference is the execution order:
-ours runs each stateless layer once on all T timesteps folded into the batch, loops only the LIF
-recurrence over time, and runs the direct-encoded stem once. In eval mode both compute the same
-logits (tests/test_speed.py); in training mode batch norm sees per-timestep batches in the
-baseline and all timesteps at once in ours, which changes its statistics, not the work done.
+timestep's input, driving each ``snntorch.Leaky`` with its explicit membrane, on the default
+(NCHW) memory format. It reuses the same layers as our network (same weights, same neurons), so
+the only difference is how they are executed. Between the two, the benchmark times each step of
+what our network does differently, with the same weights, so the table shows where the speed
+comes from:
+
+* multi-step, NCHW, autograd LIF: each stateless layer once on all T timesteps folded into the
+  batch, the direct-encoded stem once, the LIF recurrence as plain autograd ops (this project's
+  network before the fused LIF);
+* multi-step, NCHW, fused LIF: the recurrence over all T steps as one autograd node with its
+  backward written out (``hasnas_optuna.network._LIFSteps``);
+* ours: the same on ``channels_last`` feature maps (what ``build_network`` builds).
+
+In eval mode all compute the same logits (tests/test_speed.py, tests/test_network.py); in training
+mode batch norm sees per-timestep batches in the baseline and all timesteps at once in ours, which
+changes its statistics, not the work done.
 
 A training step is forward, cross-entropy on the mean output membrane, backward and an Adam step,
-on one fixed batch. Baseline and ours alternate (A B B A ...); the ratio is the median over
-repetitions of (baseline seconds / our seconds).
+on one fixed batch. All variants run in turn, in alternating order (A B C D, D C B A, ...); a
+variant's speed-up is the median over rounds of (baseline seconds / its seconds). The process
+keeps freed memory as ``train_architecture`` does (hasnas_optuna/_malloc.py); ``--glibc-malloc``
+measures with glibc's default allocator instead (it must be chosen before anything trains, so it
+is a flag for a fresh process).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
+import os
 import statistics
+import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +47,8 @@ from torch.nn import functional as F
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Paired, interleave, machine
+from benchmarks._common import Paired, interleave_all, machine
+from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import KERNELS, Architecture, Cell
 from hasnas_optuna.network import LIF, SpikingNetwork, build_network, release_neurons
 
@@ -40,6 +57,10 @@ Tensor = torch.Tensor
 CELL = "0302 0030 0003 0000"
 """SNASNet's released CIFAR cell without its backward edge: 0->1 conv3x3, 1->2 conv3x3, 2->3 conv3x3,
 0->3 conv1x1 (forward-only, so our network runs it multi-step)."""
+
+BASELINE = "per-step snntorch loop"
+OURS = "ours: multi-step, channels_last, fused LIF"
+VARIANTS = (BASELINE, "multi-step, NCHW, autograd LIF", "multi-step, NCHW, fused LIF", OURS)
 
 
 def digits_architecture() -> Architecture:
@@ -118,16 +139,48 @@ class PerStepLoop(nn.Module):
         return values[3]
 
 
+def variants(arch: Architecture, names: tuple[str, ...] = VARIANTS, seed: int = 0) -> dict[str, nn.Module]:
+    """The modules of ``names`` (see the module docstring), all with the same weights."""
+    torch.manual_seed(seed)
+    ours = build_network(arch)
+    state = ours.state_dict()
+
+    def nchw(fused: bool) -> SpikingNetwork:
+        net = build_network(arch, memory_format=torch.contiguous_format)
+        net.load_state_dict(state)
+        if not fused:
+            for module in net.modules():
+                if isinstance(module, LIF):
+                    module.forward = module.unfused  # type: ignore[method-assign]
+        return net
+
+    makers = {
+        BASELINE: lambda: PerStepLoop(nchw(True)),
+        "multi-step, NCHW, autograd LIF": lambda: nchw(False),
+        "multi-step, NCHW, fused LIF": lambda: nchw(True),
+        OURS: lambda: ours,
+    }
+    return {name: makers[name]() for name in names}
+
+
 @dataclass
 class Throughput:
-    """One network's result: samples/s of each path and their interleaved ratio."""
+    """One network at one thread count: seconds per round of each variant."""
 
     name: str
     summary: str
     batch: int
-    baseline_sps: float
-    ours_sps: float
-    paired: Paired
+    threads: int
+    samples: int  # per round
+    seconds: dict[str, list[float]]
+
+    def samples_per_s(self, variant: str) -> float:
+        """Samples/s of the median round."""
+        return self.samples / statistics.median(self.seconds[variant])
+
+    def versus_baseline(self, variant: str) -> Paired:
+        """Per-round baseline / variant times."""
+        return Paired(self.seconds[BASELINE], self.seconds[variant])
 
 
 def _trainer(model: nn.Module, images: Tensor, labels: Tensor, steps: int) -> object:
@@ -142,23 +195,24 @@ def _trainer(model: nn.Module, images: Tensor, labels: Tensor, steps: int) -> ob
     return run
 
 
-def measure(name: str, arch: Architecture, *, batch: int, steps: int, repeats: int, seed: int = 0) -> Throughput:
-    """Interleave ``repeats`` timed runs of ``steps`` training steps of the baseline and of ours."""
-    torch.manual_seed(seed)
-    ours = build_network(arch)
-    baseline = PerStepLoop(copy.deepcopy(ours))
-    images = torch.rand(batch, *arch.input_shape)
-    labels = torch.randint(0, arch.num_classes, (batch,))
-    run_base = _trainer(baseline, images, labels, steps)
-    run_ours = _trainer(ours, images, labels, steps)
-    run_base()  # warm-up: allocator, kernels
-    run_ours()
-    paired = interleave(run_base, run_ours, repeats=repeats)  # type: ignore[arg-type]
-    release_neurons(ours)
-    release_neurons(baseline)
-    sps = batch * steps
-    return Throughput(name, describe(arch), batch, sps / statistics.median(paired.baseline),
-                      sps / statistics.median(paired.candidate), paired)
+def measure(name: str, arch: Architecture, *, batch: int, steps: int, repeats: int, threads: int,
+            names: tuple[str, ...] = VARIANTS, seed: int = 0) -> Throughput:
+    """``repeats`` rounds of ``steps`` training steps of every variant, on ``threads`` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        models = variants(arch, names, seed)
+        images = torch.rand(batch, *arch.input_shape)
+        labels = torch.randint(0, arch.num_classes, (batch,))
+        runs = {variant: _trainer(model, images, labels, steps) for variant, model in models.items()}
+        for fn in runs.values():  # warm-up: allocator, oneDNN kernels
+            fn()  # type: ignore[operator]
+        seconds = interleave_all(runs, repeats=repeats)  # type: ignore[arg-type]
+        for model in models.values():
+            release_neurons(model)
+    finally:
+        torch.set_num_threads(before)
+    return Throughput(name, describe(arch), batch, threads, batch * steps, seconds)
 
 
 def describe(arch: Architecture) -> str:
@@ -169,32 +223,72 @@ def describe(arch: Architecture) -> str:
             f"{arch.to_network().params:,} weights")
 
 
-def run(quick: bool = False) -> list[Throughput]:
-    """Both networks; ``quick`` shortens every run to a smoke test."""
+def run(quick: bool = False, threads: tuple[int, ...] | None = None,
+        names: tuple[str, ...] = VARIANTS) -> list[Throughput]:
+    """Both networks at each thread count (default: 1 and every core torch uses); ``quick`` is a smoke test."""
+    keep_freed_memory()  # as train_architecture does; a no-op under HASNAS_KEEP_FREED_MEMORY=0
+    counts = threads or tuple(sorted({1, torch.get_num_threads()}))
     reps = 3 if quick else 7
-    return [
-        measure("digits (8x8)", digits_architecture(), batch=64, steps=2 if quick else 10, repeats=reps),
-        measure("CIFAR-shaped (3x32x32)", cifar_architecture(), batch=32, steps=1 if quick else 2, repeats=reps),
-    ]
+    results = []
+    for n in counts:
+        results.append(measure("digits (8x8)", digits_architecture(), batch=64, steps=2 if quick else 10,
+                               repeats=reps, threads=n, names=names))
+        results.append(measure("CIFAR-shaped (3x32x32)", cifar_architecture(), batch=32, steps=1 if quick else 2,
+                               repeats=reps, threads=n, names=names))
+    return results
+
+
+def run_with_glibc_malloc(quick: bool = False) -> list[Throughput]:
+    """Baseline and ours in a fresh process with glibc's default allocator (``HASNAS_KEEP_FREED_MEMORY=0``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "glibc.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--glibc-malloc", "--json", str(out),
+                   "--variants", "baseline-and-ours", *(["--quick"] if quick else [])]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
+        return [Throughput(**row) for row in json.loads(out.read_text(encoding="utf-8"))]
 
 
 def table(results: list[Throughput]) -> str:
-    """Markdown rows: samples/s (median repetition) and the median ratio with its range."""
-    lines = ["| network | batch | per-step snntorch loop, samples/s | ours (multi-step), samples/s | "
-             "speed-up, median (min-max) |", "|---|---|---|---|---|"]
+    """Markdown: samples/s of every variant (median round) and its median speed-up over the baseline."""
+    names = [v for v in VARIANTS if v in results[0].seconds]
+    lines = ["| network | batch | threads | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for r in results:
-        low, high = r.paired.spread
-        lines.append(f"| {r.name}: {r.summary} | {r.batch} | {r.baseline_sps:,.0f} | {r.ours_sps:,.0f} | "
-                     f"**{r.paired.ratio:.2f}x** ({low:.2f}-{high:.2f}, {len(r.paired.ratios)} pairs) |")
+        cells = []
+        for v in names:
+            sps = f"{r.samples_per_s(v):,.0f}/s"
+            if v == BASELINE:
+                cells.append(sps)
+                continue
+            paired = r.versus_baseline(v)
+            low, high = paired.spread
+            ratio = f"**{paired.ratio:.2f}x**" if v == OURS else f"{paired.ratio:.2f}x"
+            cells.append(f"{sps}, {ratio} ({low:.2f}-{high:.2f})")
+        lines.append(f"| {r.name}: {r.summary} | {r.batch} | {r.threads} | " + " | ".join(cells) + " |")
+    rounds = len(next(iter(results[0].seconds.values())))
+    lines.append("")
+    lines.append(f"Each cell: training samples/s of the median round; speed-up over the per-step loop, median "
+                 f"(min-max) of {rounds} rounds.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    parser.add_argument("--threads", type=int, nargs="+", help="torch thread counts (default: 1 and all)")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="glibc's default allocator instead of keeping freed memory")
+    parser.add_argument("--variants", choices=["all", "baseline-and-ours"], default="all")
+    parser.add_argument("--json", type=Path, help="also write the raw timings here")
     args = parser.parse_args(argv)
+    if args.glibc_malloc:
+        os.environ["HASNAS_KEEP_FREED_MEMORY"] = "0"
+    names = VARIANTS if args.variants == "all" else (BASELINE, OURS)
+    results = run(args.quick, tuple(args.threads) if args.threads else None, names)
     print(machine())
-    print(table(run(args.quick)))
+    print(f"allocator: {'glibc default' if args.glibc_malloc else 'freed memory kept (as hasnas trains)'}")
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results]), encoding="utf-8")
 
 
 if __name__ == "__main__":

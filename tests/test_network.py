@@ -9,7 +9,7 @@ import torch
 from snntorch import surrogate
 
 from hasnas_optuna.architecture import Architecture, Cell
-from hasnas_optuna.network import SigmoidSpike, build_network, release_neurons
+from hasnas_optuna.network import LIF, SigmoidSpike, _surrogate, build_network, release_neurons
 from hasnas_optuna.search_space import SearchSpace, suggest_architecture
 
 
@@ -110,3 +110,84 @@ def test_sigmoid_surrogate_is_finite_where_snntorchs_overflows() -> None:
     assert theirs is not None and torch.isnan(theirs[0]) and torch.isnan(theirs[1])  # exp(134) overflows float32
     torch.testing.assert_close(ours[2:], theirs[2:])  # same surrogate where snntorch's is finite
     assert float(ours[3]) == pytest.approx(6.7 / 4)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 6])
+@pytest.mark.parametrize(("name", "slope"), [("atan", 2.0), ("fast_sigmoid", 5.0), ("sigmoid", 6.7)])
+def test_multi_step_lif_equals_snntorchs_leaky_stepped(name: str, slope: float, steps: int) -> None:
+    """The fused recurrence (eager) and the plain one (under torch.compile) against snntorch.Leaky.
+
+    atan and fast_sigmoid are snntorch's surrogates; sigmoid is our stable one (SigmoidSpike).
+    """
+    torch.manual_seed(0)
+    leaky = snntorch.Leaky(beta=0.8, threshold=0.7, spike_grad=_surrogate(name, slope), init_hidden=False)
+    currents = torch.randn(steps * 3, 4, 5, 5).contiguous(memory_format=torch.channels_last).view(steps, 3, 4, 5, 5)
+    currents[0, 0, 0] = -120.0  # far below threshold: exp(-k u) overflows float32 (see the sigmoid test below)
+    weights = torch.randn(steps, 3, 4, 5, 5)  # loss = sum(w * spikes): every step's spikes matter
+
+    x = currents.clone().requires_grad_()
+    mem, reference = torch.zeros_like(x[0]), []
+    for step in x:
+        spk, mem = leaky(step, mem)
+        reference.append(spk)
+    expected = torch.stack(reference)
+    (expected * weights).sum().backward()
+    expected_grad = x.grad
+    assert expected_grad is not None
+
+    lif = LIF(0.8, 0.7, name, slope)
+    for run in (lif.forward, lif.unfused):
+        x = currents.clone().requires_grad_()
+        spikes = run(x)
+        (spikes * weights).sum().backward()
+        assert torch.equal(spikes, expected), run.__name__
+        assert x.grad is not None and torch.isfinite(x.grad).all(), run.__name__
+        torch.testing.assert_close(x.grad, expected_grad, rtol=1e-5, atol=1e-6, msg=run.__name__)
+    # every step keeps its input's memory layout (channels_last here), so the next conv needs no reorder
+    assert lif(currents)[0].is_contiguous(memory_format=torch.channels_last)
+    release_neurons(leaky)
+    release_neurons(lif)
+
+
+def test_multi_step_lif_takes_a_static_input_and_skips_the_surrogate_without_grad() -> None:
+    lif = LIF(0.9, 1.0, "atan", 2.0)
+    image = torch.full((2, 3), 0.6, requires_grad=True)
+    spikes = lif(image.expand(4, 2, 3))  # the same current at every step (a static stem)
+    # v = 0.6, 1.14 (fires), 0.6 + 0.9 * 1.14 - 1 = 0.626, 0.6 + 0.5634 = 1.1634 (fires)
+    assert spikes[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
+    spikes.sum().backward()
+    assert image.grad is not None and image.grad.shape == (2, 3) and (image.grad > 0).all()
+    with torch.no_grad():
+        assert torch.equal(lif(image.detach().expand(4, 2, 3)), spikes)
+    release_neurons(lif)
+
+
+@pytest.mark.parametrize("cells", ["0302 0031 0004 0000", "0302 0030 3003 0000"])  # forward-only; backward edge
+def test_channels_last_and_contiguous_networks_compute_the_same(cells: str) -> None:
+    cell = Cell.from_matrix(cells)
+    arch = Architecture(input_shape=(3, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4, timesteps=3,
+                        hidden_features=8)
+    torch.manual_seed(0)
+    nhwc = build_network(arch)
+    nchw = build_network(arch, memory_format=torch.contiguous_format)
+    nchw.load_state_dict(nhwc.state_dict())
+    assert nhwc.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.stem[0].weight.is_contiguous()
+    images = torch.rand(6, 3, 8, 8)
+    out_nhwc, out_nchw = nhwc(images), nchw(images)
+    torch.testing.assert_close(out_nhwc, out_nchw, rtol=1e-5, atol=1e-5)
+    out_nhwc.square().sum().backward()
+    out_nchw.square().sum().backward()
+    for (name, p), q in zip(nhwc.named_parameters(), nchw.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    release_neurons(nhwc)
+    release_neurons(nchw)
+
+
+def test_build_network_names_a_bad_memory_format() -> None:
+    cell = Cell.from_matrix("0302 0030 0003 0000")
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4)
+    with pytest.raises(ValueError, match=r"memory_format=torch.channels_last_3d must be torch.channels_last or "
+                                         r"torch.contiguous_format"):
+        build_network(arch, memory_format=torch.channels_last_3d)

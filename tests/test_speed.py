@@ -5,9 +5,10 @@ No timings are asserted here; benchmarks/RESULTS.md holds the measured numbers.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -84,27 +85,84 @@ def test_train_architecture_compiles_the_network_in_place(monkeypatch: pytest.Mo
     assert not any(key.startswith("_orig_mod") for key in modules[0].state_dict())  # same parameter names
 
 
+# -- keeping freed memory (hasnas_optuna/_malloc.py) ----------------------------------------------
+
+_FAULTS_PER_ALLOCATION = """
+import resource, torch
+from hasnas_optuna._malloc import keep_freed_memory
+print(keep_freed_memory())
+faults = []
+for _ in range(8):  # a 64 MiB tensor, written and freed: an activation of one training step
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(max(faults[4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_kept_memory_is_reused_without_page_faults() -> None:
+    """Real page-fault counts in fresh processes: glibc's defaults fault a large block in at every
+    allocation (about 16 384 4-KiB pages for 64 MiB); once freed memory is kept, none."""
+    import subprocess
+
+    def run(env: dict[str, str]) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_PER_ALLOCATION], capture_output=True, text=True,
+                             check=True, env={**os.environ, **env}).stdout.split()
+        return out[0], int(out[1])
+
+    applied, kept = run({"HASNAS_KEEP_FREED_MEMORY": "1"})
+    skipped, default = run({"HASNAS_KEEP_FREED_MEMORY": "0"})
+    assert (applied, skipped) == ("True", "False")
+    assert kept <= 16 < default  # more than one fault per 4 MiB: even 2 MiB huge pages fault 32 times
+
+
+def test_training_keeps_freed_memory() -> None:
+    from hasnas_optuna import _malloc
+    from hasnas_optuna.data import DigitsDataModule
+    from hasnas_optuna.training import train_architecture
+
+    cell = Cell.from_matrix("0302 0030 0003 0000")
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=2, timesteps=2)
+    train_architecture(arch, DigitsDataModule(max_train_samples=64), epochs=1, test=False)
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert _malloc._applied is (glibc and os.environ.get("HASNAS_KEEP_FREED_MEMORY") != "0")
+
+
 # -- the per-step snntorch baseline of benchmarks/training_throughput.py ---------------------------
 
 @pytest.mark.parametrize("encoding", ["direct", "latency"])
-def test_per_step_baseline_computes_what_our_network_computes(encoding: str) -> None:
+def test_every_benchmarked_variant_computes_what_our_network_computes(encoding: str) -> None:
+    """The per-step baseline and each step between it and ours: same logits and gradients (eval mode)."""
     tt = bench("training_throughput")
     cell = Cell.from_matrix("0302 0031 0004 0000")  # convs, skip, avgpool; forward-only
     arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4, timesteps=3,
                         hidden_features=16, encoding=encoding)
-    torch.manual_seed(0)
-    ours = build_network(arch).eval()
-    baseline = tt.PerStepLoop(copy.deepcopy(ours)).eval()
+    models = tt.variants(arch)
+    assert list(models) == list(tt.VARIANTS)
     images = torch.rand(6, 1, 8, 8)
-    out_ours, out_base = ours(images), baseline(images)
-    assert torch.allclose(out_ours, out_base, atol=1e-5)
-    out_ours.square().sum().backward()
-    out_base.square().sum().backward()
-    for (name, p), q in zip(ours.named_parameters(), baseline.net.parameters(), strict=True):
-        assert p.grad is not None and q.grad is not None, name
-        assert torch.allclose(p.grad, q.grad, atol=1e-4), name
-    release_neurons(ours)
-    release_neurons(baseline)
+    ours = models[tt.OURS].eval()
+    torch.manual_seed(1)  # latency encoding is deterministic; the seed only pins anything random
+    expected = ours(images)
+    expected.square().sum().backward()
+    for name, model in models.items():
+        if name == tt.OURS:
+            continue
+        model.eval()
+        out = model(images)
+        assert torch.allclose(out, expected, atol=1e-5), name
+        out.square().sum().backward()
+        for (param, p), q in zip(ours.named_parameters(), model.parameters(), strict=True):
+            assert p.grad is not None and q.grad is not None, (name, param)
+            assert torch.allclose(p.grad, q.grad, atol=1e-4), (name, param)
+    # the variants differ in what they are meant to: memory format and LIF execution
+    network = models["multi-step, NCHW, autograd LIF"]
+    nchw, nhwc = network.reduce[0][0].weight, ours.reduce[0][0].weight  # conv 4 -> 8 channels
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    lif = network.reduce_lif
+    assert lif.forward == lif.unfused and models["multi-step, NCHW, fused LIF"].reduce_lif.forward != lif.unfused
+    for model in models.values():
+        release_neurons(model)
 
 
 def test_per_step_baseline_refuses_backward_cells() -> None:
@@ -168,9 +226,11 @@ def test_gpu_script_dry_run_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFix
     assert gt.main(["--dry-run", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["dry_run"] is True and result["device"] == "cpu"
-    assert set(result["samples_per_s"]) == {"per-step fp32", "ours fp32", "ours bf16"}
+    assert set(result["samples_per_s"]) == {"per-step fp32", "ours fp32", "ours bf16", "ours fp32 NCHW",
+                                            "ours bf16 NCHW"}
+    assert set(result["speedup_channels_last"]) == {"fp32", "bf16"}
     assert all(v > 0 for v in result["samples_per_s"].values())
-    assert result["recommended"] in result["samples_per_s"] and result["trials_per_hour"] > 0
+    assert result["recommended"].startswith("ours") and result["trials_per_hour"] > 0
     assert "DRY RUN" in capsys.readouterr().out
 
 
