@@ -308,6 +308,29 @@ def allocation_context(hw: Hardware, ops: Any, rows: Any, cols: Any, adc_groups:
     return 0, shared if ops is SCALAR else shared[:, None]
 
 
+class _Placed(NamedTuple):
+    """A layer's costs once placed on the chip, with the sums :func:`estimate_cost` adds up."""
+
+    allocation: Allocation
+    costs: LayerCosts
+    area: float
+    fixed_energy: float  # pJ, everything but the wires' share and leakage
+    bits_moved: float
+    leakage_uw: float
+    layer_time: float
+
+
+class _LayerEntry(NamedTuple):
+    """The memo of one layer shape at one rate: its inputs and counts, and its placements by context."""
+
+    inputs: LayerInputs
+    counts: LayerCounts
+    placed: dict[tuple[Any, Any], _Placed]
+
+
+_PLACEMENTS_LIMIT = 256
+
+
 def estimate_cost(
     network: Network,
     hardware: Hardware,
@@ -351,8 +374,7 @@ def estimate_cost(
     static = network.encoding == "direct"
     limit = hardware.state_memory_layers
     default_rate = hardware.default_spike_rate
-    inputs: list[LayerInputs] = []
-    counts: list[LayerCounts] = []
+    entries: list[_LayerEntry] = []
     for index, layer in enumerate(layers):
         rate = rates[index] if rates is not None else None
         if rate is None:
@@ -363,9 +385,9 @@ def estimate_cost(
             raise ConfigError(f"spike rate of layer {index} is {rate!r}; it must be in [0, 1]")
         first_static = index == 0 and static
         counted = 1 if limit == 0 or index < limit else 0
-        key = (layer, rate, first_static, counted, steps)
-        found = cache.get(key)
-        if found is None:
+        key = (layer._shape, rate, first_static, counted, steps)
+        entry = cache.get(key)
+        if entry is None:
             x = derive_inputs(
                 hardware, SCALAR, kernel=layer.kernel_size, in_channels=layer.in_channels,
                 out_channels=layer.out_channels, input_h=layer.input_size[0],
@@ -373,33 +395,32 @@ def estimate_cost(
                 pool=layer.pool_after, spike_rate=rate, first_static=first_static,
                 state_counted=counted, timesteps=steps,
             )
-            found = cache[key] = (x, counts_of(hardware, SCALAR, x))
-        inputs.append(found[0])
-        counts.append(found[1])
+            entry = cache[key] = _LayerEntry(x, counts_of(hardware, SCALAR, x), {})
+        entries.append(entry)
+    counts = [e.counts for e in entries]
     tile_cells, shared = allocation_context(
-        hardware, SCALAR, [c.rows for c in counts], [c.cols for c in counts],
-        [c.adc_groups for c in counts],
+        hardware, SCALAR, [c.rows for c in counts], [c.cols for c in counts], [c.adc_groups for c in counts],
     )
-    allocs: list[Allocation] = []
-    per_layer: list[LayerCosts] = []
+    context = (tile_cells, shared)
+    placed: list[_Placed] = []
     area = dynamic = bits = leak_uw = 0.0
     times: list[float] = []
-    for x, c in zip(inputs, counts, strict=True):
-        key2 = (x, steps, tile_cells, shared)
-        found2 = cache.get(key2)
-        if found2 is None:
-            a = allocate(hardware, SCALAR, c, tile_cells, shared)
-            cost = layer_costs(hardware, SCALAR, x, c, a, steps)
+    for entry in entries:
+        p = entry.placed.get(context)
+        if p is None:
+            if len(entry.placed) > _PLACEMENTS_LIMIT:
+                entry.placed.clear()
+            a = allocate(hardware, SCALAR, entry.counts, tile_cells, shared)
+            cost = layer_costs(hardware, SCALAR, entry.inputs, entry.counts, a, steps)
             fixed = sum(energy_parts(cost, ChipTotals(0.0, 0.0, 0.0))[:-1])
-            found2 = cache[key2] = (a, cost, fixed)
-        a, cost, fixed = found2
-        allocs.append(a)
-        per_layer.append(cost)
-        area += cost.area_total
-        dynamic += fixed
-        bits += cost.bits_moved
-        leak_uw += cost.leakage_uw
-        times.append(cost.layer_time)
+            p = entry.placed[context] = _Placed(a, cost, cost.area_total, fixed, cost.bits_moved, cost.leakage_uw,
+                                                cost.layer_time)
+        placed.append(p)
+        area += p.area
+        dynamic += p.fixed_energy
+        bits += p.bits_moved
+        leak_uw += p.leakage_uw
+        times.append(p.layer_time)
     chip = chip_totals(hardware, SCALAR, _Columns([area], times), steps)
     latency_ns = chip.latency_ms * NS_PER_MS
     return CostReport(
@@ -408,19 +429,17 @@ def estimate_cost(
         area_mm2=chip.area_mm2, latency_ms=chip.latency_ms,
         energy_dynamic_uj=(dynamic + bits * chip.energy_per_bit_pj) / PJ_PER_UJ,
         energy_leakage_uj=leak_uw * latency_ns * 1e-3 / PJ_PER_UJ,
-        layer_builder=lambda: _layer_costs(network, hardware, inputs, counts, allocs, per_layer, chip),
+        layer_builder=lambda: _layer_costs(network, hardware, entries, placed, chip),
     )
 
 
 def _layer_costs(
-    network: Network, hw: Hardware, inputs: list[LayerInputs], counts: list[LayerCounts],
-    allocs: list[Allocation], per_layer: list[LayerCosts], chip: ChipTotals,
+    network: Network, hw: Hardware, entries: list[_LayerEntry], placed: list[_Placed], chip: ChipTotals,
 ) -> tuple[LayerCost, ...]:
     layout = hw.technology.layout_factor
     layers = []
-    for index, (layer, x, c, a, cost) in enumerate(
-        zip(network.layers, inputs, counts, allocs, per_layer, strict=True)
-    ):
+    for index, (layer, entry, place) in enumerate(zip(network.layers, entries, placed, strict=True)):
+        x, c, a, cost = entry.inputs, entry.counts, place.allocation, place.costs
         parts = energy_parts(cost, chip)
         layers.append(LayerCost(
             index=index, name=layer.name or f"layer{index}", type=layer.type,

@@ -29,8 +29,10 @@ from hasnas_optuna.cim._network import Network
 
 __all__ = ["BatchCosts", "NetworkBatch", "estimate_costs"]
 
-_CHUNK = 1024
-"""Networks costed per NumPy pass: small enough for the arrays to stay in the CPU cache."""
+_CHUNK_CELLS = 10_240
+"""Network-layer cells costed per NumPy pass: its ``[networks, layers]`` float arrays (80 KiB) stay in
+the CPU cache and below glibc's 128 KiB mmap threshold. At 1024 networks of 20 layers (160 KiB)
+every temporary array was a fresh ``mmap`` that page-faulted in: 2-3x slower (benchmarks/README.md)."""
 _FIELDS = ("kernel", "in_channels", "out_channels", "input_h", "input_w", "stride", "padding", "pool")
 
 
@@ -152,12 +154,12 @@ def estimate_costs(
         steps = np.full(batch.size, steps)
     if steps.shape != (batch.size,) or not np.issubdtype(steps.dtype, np.integer) or (steps < 1).any():
         raise ConfigError(f"timesteps must be an integer >= 1 or one integer per network ({batch.size})")
-    if batch.size <= _CHUNK:
+    chunk = max(1, _CHUNK_CELLS // batch.mask.shape[1])
+    if batch.size <= chunk:
         return _estimate_chunk(batch, hardware, steps.astype(float))
     parts = [
-        _estimate_chunk(batch.select(slice(start, start + _CHUNK)), hardware,
-                        steps[start:start + _CHUNK].astype(float))
-        for start in range(0, batch.size, _CHUNK)
+        _estimate_chunk(batch.select(slice(start, start + chunk)), hardware, steps[start:start + chunk].astype(float))
+        for start in range(0, batch.size, chunk)
     ]
     return BatchCosts(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 

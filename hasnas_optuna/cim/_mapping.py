@@ -203,6 +203,8 @@ def floorplan_tile_cells(hw: Hardware, rows: list[int], cols: list[int]) -> int:
     size = hw.crossbar_size
     widest = max(cols)
     tile = max(1 << (widest - 1).bit_length(), 4 * size)
+    if tile // 2 <= 4 * size:  # the only candidate
+        return tile
     best_util = 0.0
     best = tile
     weights = sum(r * c for r, c in zip(rows, cols, strict=True))

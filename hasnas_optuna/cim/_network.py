@@ -46,13 +46,14 @@ class Layer:
     spike_rate: float | None = None
     name: str = ""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _shape: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate_layer(self, self.name or "layer")
-        object.__setattr__(self, "_hash", hash((
-            self.type, self.in_channels, self.out_channels, self.kernel_size, self.input_size,
-            self.stride, self.padding, self.pool_after, self.spike_rate, self.name,
-        )))
+        shape = (self.type, self.in_channels, self.out_channels, self.kernel_size, self.input_size,
+                 self.stride, self.padding, self.pool_after)
+        object.__setattr__(self, "_shape", shape)  # what the cost model's counts depend on
+        object.__setattr__(self, "_hash", hash((*shape, self.spike_rate, self.name)))
 
     def __hash__(self) -> int:  # cached: layers are cache keys of the cost model
         return self._hash
@@ -149,6 +150,7 @@ class Network:
     name: str = "network"
     timesteps: int | None = None
     encoding: str = "direct"
+    _params: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -160,11 +162,12 @@ class Network:
         if self.timesteps is not None:
             _check_int("timesteps", self.timesteps, 1)
         object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "_params", sum(layer.params for layer in self.layers))
 
     @property
     def params(self) -> int:
         """Total crossbar-mapped weights."""
-        return sum(layer.params for layer in self.layers)
+        return self._params
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Network:
