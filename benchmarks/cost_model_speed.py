@@ -11,12 +11,19 @@ across candidates. "Cold" clears that memo before every call.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hasnas_optuna.cim import Layer, Network, NetworkBatch, estimate_cost, estimate_costs, load_hardware
 
@@ -59,12 +66,50 @@ def batch(networks: list[Network], preset: str, repeats: int = 5) -> float:
     return packed.size / best
 
 
-def main() -> None:
+def chunking(networks: list[Network], preset: str, *, repeats: int = 5) -> dict[int, float]:
+    """Batch networks/s at the package's chunk size and at twice it, alternating (A B B A ...).
+
+    Twice the default (1024 20-layer networks per pass) makes every ``[networks, layers]`` array
+    160 KiB, above glibc's 128 KiB mmap threshold: each temporary is then a fresh, page-faulting
+    ``mmap`` (a process that already keeps freed memory, see ``hasnas_optuna/_malloc.py``, would not
+    show it: :func:`chunking_in_fresh_process` measures with glibc's defaults).
+    """
+    from hasnas_optuna.cim import _batch
+
+    hw = load_hardware(preset)
+    packed = NetworkBatch.from_networks(networks)
+    steps = np.full(packed.size, 5)
+    default = _batch._CHUNK_CELLS
+    rates: dict[int, list[float]] = {default: [], 2 * default: []}
+    try:
+        for r in range(repeats):
+            for cells in (default, 2 * default) if r % 2 == 0 else (2 * default, default):
+                _batch._CHUNK_CELLS = cells
+                start = time.perf_counter()
+                estimate_costs(packed, hw, timesteps=steps)
+                rates[cells].append(packed.size / (time.perf_counter() - start))
+    finally:
+        _batch._CHUNK_CELLS = default
+    return {cells: statistics.median(values) for cells, values in rates.items()}
+
+
+def chunking_in_fresh_process(networks: int) -> dict[int, float]:
+    """:func:`chunking` in a new interpreter, whose allocator has glibc's defaults (as ``hasnas cost`` has)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--chunking", "--batch", str(networks)],
+                         check=True, capture_output=True, text=True).stdout
+    return {int(cells): rate for cells, rate in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=20000)
-    args = parser.parse_args()
+    parser.add_argument("--chunking", action="store_true", help="only the chunk-size comparison, as JSON")
+    args = parser.parse_args(argv)
     rng = random.Random(0)
+    if args.chunking:
+        print(json.dumps(chunking([random_network(rng) for _ in range(args.batch)], "neurosim-22nm")))
+        return
     nets = [random_network(rng) for _ in range(args.networks)]
     pool = [random_network(rng) for _ in range(args.batch)]
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
@@ -73,6 +118,9 @@ def main() -> None:
     for preset in ("neurosim-22nm", "spikesim-65nm"):
         print(f"{preset:<15} {single(nets, preset, cold=False):>17.1f} {single(nets, preset, cold=True):>17.1f} "
               f"{batch(pool, preset):>19,.0f}")
+    rates = chunking_in_fresh_process(args.batch)
+    print("batch chunk (network-layer cells per pass): " + ", ".join(
+        f"{cells:,}: {rate:,.0f} networks/s" for cells, rate in rates.items()))
 
 
 if __name__ == "__main__":

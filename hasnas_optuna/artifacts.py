@@ -1,8 +1,8 @@
 """Per-trial artifacts: architecture drawing and JSON, per-layer costs, training curve, weights.
 
-Artifacts go through Optuna's artifact API (``optuna.artifacts.upload_artifact`` into a
-``FileSystemArtifactStore``), so optuna-dashboard lists them on each trial's page and serves
-them when started with the same store (``hasnas dashboard`` wires it in).
+Artifacts are Optuna artifacts (what ``optuna.artifacts.upload_artifact`` makes, uploaded together
+into a ``FileSystemArtifactStore``), so optuna-dashboard lists them on each trial's page and
+serves them when started with the same store (``hasnas dashboard`` wires it in).
 
 Optuna refuses to change a finished trial, artifacts included: :func:`save_trial_artifacts` must
 run inside the objective, before it returns. The files of one trial:
@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._trial_writes import upload_artifacts
 from hasnas_optuna.storage import journal_path, sqlite_path
 
 if TYPE_CHECKING:
@@ -295,7 +296,6 @@ def save_trial_artifacts(
     """
     from hasnas_optuna.drawing import architecture_svg
 
-    ids: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="hasnas-artifacts-") as tmp:
         folder = Path(tmp)
         files: list[Path] = []
@@ -320,11 +320,8 @@ def save_trial_artifacts(
             path = folder / WEIGHTS
             torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, path)
             files.append(path)
-        for path in files:
-            ids[path.name] = upload_artifact(
-                artifact_store=artifact_store, file_path=str(path), study_or_trial=trial,
-                mimetype=_MIMETYPES.get(path.suffix, "application/octet-stream"),
-            )
+        ids = upload_artifacts(trial, artifact_store, [
+            (path, _MIMETYPES.get(path.suffix, "application/octet-stream")) for path in files])
     _LOG.debug("trial %d: uploaded %s", trial.number, ", ".join(ids))
     return ids
 

@@ -47,6 +47,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._trial_writes import set_user_attrs
 from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
 from hasnas_optuna.storage import open_storage
 
@@ -112,8 +113,11 @@ def trial_columns(trial: FrozenTrial | optuna.Trial) -> dict[str, float | int]:
         >>> trial_columns(trial)
         {'feasible': 0, 'slack/area': -0.5, 'slack/energy': 0.1, 'slack/max': 0.1}
     """
-    constraints = trial.constraints
-    columns: dict[str, float | int] = {FEASIBLE_ATTR: int(is_feasible(trial))}
+    return _columns(trial.constraints)
+
+
+def _columns(constraints: Mapping[str, float]) -> dict[str, float | int]:
+    columns: dict[str, float | int] = {FEASIBLE_ATTR: int(all(value <= 0 for value in constraints.values()))}
     for name in _ordered(constraints):
         columns[SLACK_PREFIX + name] = float(constraints[name])
     if constraints:
@@ -121,15 +125,16 @@ def trial_columns(trial: FrozenTrial | optuna.Trial) -> dict[str, float | int]:
     return columns
 
 
-def annotate_trial(trial: optuna.Trial) -> dict[str, float | int]:
-    """Write :func:`trial_columns` as user attributes of a running trial; returns them.
+def annotate_trial(trial: optuna.Trial, *, constraints: Mapping[str, float] | None = None,
+                   extra: Mapping[str, Any] | None = None) -> dict[str, float | int]:
+    """Write :func:`trial_columns` (and ``extra`` user attributes) to a running trial; returns the columns.
 
     Call it in the objective after the trial's constraints are set (and before it returns or
-    raises ``TrialPruned``): Optuna refuses to change finished trials.
+    raises ``TrialPruned``): Optuna refuses to change finished trials. ``constraints``, when the
+    caller has just set them, saves reading them back. One storage transaction.
     """
-    columns = trial_columns(trial)
-    for key, value in columns.items():
-        trial.set_user_attr(key, value)
+    columns = _columns(trial.constraints if constraints is None else constraints)
+    set_user_attrs(trial, {**columns, **(extra or {})})
     return columns
 
 

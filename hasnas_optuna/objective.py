@@ -4,7 +4,8 @@ Per trial:
 
 1. suggest an architecture (and chip knobs, when the space searches them);
 2. cost it with the CIM model at the chip's prior spike rates; every cost becomes a user
-   attribute ``cost/<name>``;
+   attribute ``prior/<name>``, and the trial's costs ``cost/<name>`` are these for a trial that
+   ends untrained and those at the measured spike rates for a trained one;
 3. if those costs already break a budget, the network is **not trained** (early pruning; set
    ``skip_infeasible = false`` to train it anyway, as plain Optuna would). The
    trial still ends COMPLETE, with its real constraint values and the worst accuracy (0.0):
@@ -19,6 +20,8 @@ Per trial:
 5. each budget becomes ``trial.set_constraint(name, cost / budget - 1)``, set once (Optuna 5's
    constraints are write-once) on every trial, with the same names in the same order
    (memory, area, latency, energy).
+
+Attributes are written in a few storage transactions, not one each (``hasnas_optuna._trial_writes``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 
+from hasnas_optuna._trial_writes import set_constraints, set_user_attrs
 from hasnas_optuna.architecture import Architecture
 from hasnas_optuna.artifacts import open_artifact_store, save_trial_artifacts, trial_logger
 from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
@@ -57,8 +61,7 @@ def set_budget_constraints(trial: optuna.Trial, budgets: Budgets, report: CostRe
         {'memory': -0.5}
     """
     slack = {name: value for name, _, _, value in budgets.check(report)}
-    for name, value in slack.items():
-        trial.set_constraint(name, value)
+    set_constraints(trial, slack)
     return slack
 
 
@@ -119,16 +122,14 @@ class HasnasObjective:
         arch, chip = self.sample(trial)
         network = arch.to_network()
         prior = estimate_cost(network, chip)
-        _record_costs(trial, "prior", prior)
-        trial.set_user_attr("architecture", json.loads(arch.to_json()))
-        trial.set_user_attr("summary", arch.summary())
+        set_user_attrs(trial, {**_cost_attrs("prior", prior), "architecture": json.loads(arch.to_json()),
+                               "summary": arch.summary()})
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
         if config.skip_infeasible and any(value > 0 for value in slack.values()):
             set_budget_constraints(trial, config.budgets, prior)
-            annotate_trial(trial)
-            trial.set_user_attr("trained", False)
-            trial.set_user_attr("status", "infeasible before training: " + ", ".join(
-                name for name, value in slack.items() if value > 0))
+            broken = ", ".join(name for name, value in slack.items() if value > 0)
+            annotate_trial(trial, constraints=slack, extra={
+                **_cost_attrs("cost", prior), "trained": False, "status": f"infeasible before training: {broken}"})
             return self._values(0.0, prior)
         callbacks: list[pl.Callback] = []
         training = config.training
@@ -152,30 +153,21 @@ class HasnasObjective:
                 on_module=modules.append, compile=training.compile,
             )
         except optuna.TrialPruned:
-            set_budget_constraints(trial, config.budgets, prior)
-            annotate_trial(trial)
-            trial.set_user_attr("trained", True)
-            trial.set_user_attr("status", "pruned on validation accuracy")
+            pruned = set_budget_constraints(trial, config.budgets, prior)
+            annotate_trial(trial, constraints=pruned, extra={
+                **_cost_attrs("cost", prior), "trained": True, "status": "pruned on validation accuracy"})
             raise
         except TrialFailed as exc:
-            trial.set_user_attr("trained", True)
-            trial.set_user_attr("status", f"failed: {exc}")
+            set_user_attrs(trial, {**_cost_attrs("cost", prior), "trained": True, "status": f"failed: {exc}"})
             raise
         measured = estimate_cost(network, chip, spike_rates=result.spike_rates)
-        _record_costs(trial, "measured", measured)
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("val_accuracy", result.val_accuracy)
-        trial.set_user_attr("test_accuracy", result.test_accuracy)
-        trial.set_user_attr("spike_rates", {
-            layer.name: rate for layer, rate in zip(network.layers, result.spike_rates, strict=True)
+        set_user_attrs(trial, {
+            **_cost_attrs("cost", measured), "trained": True, "val_accuracy": result.val_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "spike_rates": {layer.name: rate for layer, rate in zip(network.layers, result.spike_rates, strict=True)},
+            "train_seconds": result.seconds, "history": result.history,
         })
-        trial.set_user_attr("train_seconds", result.seconds)
-        trial.set_user_attr("history", result.history)
         final = set_budget_constraints(trial, config.budgets, measured)
-        annotate_trial(trial)
-        if self.artifact_store is not None:
-            save_trial_artifacts(trial, artifact_store=self.artifact_store, architecture=arch, report=measured,
-                                 history=result.history, state_dict=modules[0].network.state_dict())
         if watch is not None and watch.stopped_energy is not None:
             status = (f"stopped at epoch {result.epochs}: energy {watch.stopped_energy:.4g} uJ at measured "
                       f"spike rates breaks the {config.budgets.energy:.4g} uJ budget")
@@ -183,7 +175,10 @@ class HasnasObjective:
             status = "trained"
         else:
             status = "trained; infeasible at measured spike rates"
-        trial.set_user_attr("status", status)
+        annotate_trial(trial, constraints=final, extra={"status": status})
+        if self.artifact_store is not None:
+            save_trial_artifacts(trial, artifact_store=self.artifact_store, architecture=arch, report=measured,
+                                 history=result.history, state_dict=modules[0].network.state_dict())
         return self._values(result.val_accuracy, measured)
 
     def _values(self, accuracy: float, report: CostReport) -> float | tuple[float, ...]:
@@ -192,14 +187,12 @@ class HasnasObjective:
         return values[0] if len(values) == 1 else tuple(values)
 
 
-def _record_costs(trial: optuna.Trial, stage: str, report: CostReport) -> None:
+def _cost_attrs(prefix: str, report: CostReport) -> dict[str, Any]:
+    """The user attributes ``<prefix>/<cost>`` of a cost report: ``prior`` before training, ``cost`` the
+    trial's costs (measured spike rates; a trial that ends untrained takes its prior costs)."""
     costs: dict[str, Any] = {
         "memory_params": report.memory_params, "memory_bits": report.memory_bits,
         "area_mm2": report.area_mm2, "latency_ms": report.latency_ms, "energy_uj": report.energy_uj,
         "energy_dynamic_uj": report.energy_dynamic_uj, "energy_leakage_uj": report.energy_leakage_uj,
     }
-    for key, value in costs.items():
-        trial.set_user_attr(f"cost/{key}" if stage == "measured" else f"{stage}/{key}", value)
-    if stage == "prior":  # until training measures rates, the prior costs are the trial's costs
-        for key, value in costs.items():
-            trial.set_user_attr(f"cost/{key}", value)
+    return {f"{prefix}/{key}": value for key, value in costs.items()}

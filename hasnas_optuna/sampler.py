@@ -43,6 +43,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._trial_writes import write_user_attrs
 from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.search_space import SearchSpace, architecture_from_params, hardware_from_params
 
@@ -136,6 +137,7 @@ class HardwareAwareSampler(BaseSampler):
         self._keys: dict[int, str | None] = {}  # trial id -> key, for finished trials
         self._preferred: list[Candidate] = []
         self._ranked_attrs: dict[str, dict[str, Any]] = {}
+        self._base_space: dict[str, BaseDistribution] | None = None  # the base's relative space, per trial
 
     # -- Optuna's sampler interface -------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class HardwareAwareSampler(BaseSampler):
             return {}
         storage = study._storage
         with self._lock:
+            self._base_space = None
             lost: set[str] = set()
             for attempt in range(_CLAIMS):
                 seen = (self._seen_keys(study, trial) | lost) if self.deduplicate else set()
@@ -166,12 +169,9 @@ class HardwareAwareSampler(BaseSampler):
                     break
                 storage.set_trial_user_attr(trial._trial_id, CONFIRMED_ATTR, False)
                 lost.add(key)
-            storage.set_trial_user_attr(trial._trial_id, CONFIRMED_ATTR, True)
-            storage.set_trial_user_attr(trial._trial_id, "sampler/outcome", outcome)
-            storage.set_trial_user_attr(trial._trial_id, "sampler/rejected", rejected)
-            if outcome == "ranked":
-                for name, value in self._ranked_attrs.get(key, {}).items():
-                    storage.set_trial_user_attr(trial._trial_id, name, value)
+            write_user_attrs(storage, trial._trial_id, {
+                CONFIRMED_ATTR: True, "sampler/outcome": outcome, "sampler/rejected": rejected,
+                **(self._ranked_attrs.get(key, {}) if outcome == "ranked" else {})})
         return params
 
     # -- candidates outside trials ----------------------------------------------------------------
@@ -299,8 +299,10 @@ class HardwareAwareSampler(BaseSampler):
         return last, "unresolved", rejected, key
 
     def _from_base(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
-        relative_space = self.base.infer_relative_search_space(study, trial)
-        relative_space = {k: v for k, v in relative_space.items() if k in self._distributions}
+        if self._base_space is None:  # once per trial: it reads every trial of the study
+            space = self.base.infer_relative_search_space(study, trial)
+            self._base_space = {k: v for k, v in space.items() if k in self._distributions}
+        relative_space = self._base_space
         # called even with an empty space: GA samplers assign the trial's generation here
         params = dict(self.base.sample_relative(study, trial, relative_space))
         for name, dist in self._distributions.items():

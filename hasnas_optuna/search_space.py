@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._trial_writes import set_user_attrs, write_relative_params
 from hasnas_optuna.architecture import (
     EDGES,
     NONZERO_OPS,
@@ -254,14 +255,12 @@ def suggest_architecture(trial: BaseTrial, space: SearchSpace, *, record: bool =
         >>> trial.user_attrs["arch/key"] == arch.key()
         True
     """
-    values = {
-        name: _suggest(trial, name, dist)
-        for name, dist in space.distributions().items() if not name.startswith("hw/")
-    }
+    distributions = {name: dist for name, dist in space.distributions().items() if not name.startswith("hw/")}
+    write_relative_params(trial, distributions)  # one transaction for what the sampler chose together
+    values = {name: _suggest(trial, name, dist) for name, dist in distributions.items()}
     arch, repairs = _decode(values, space)
     if record:
-        trial.set_user_attr(USER_ATTR_KEY, arch.key())
-        trial.set_user_attr(USER_ATTR_REPAIRS, repairs)
+        set_user_attrs(trial, {USER_ATTR_KEY: arch.key(), USER_ATTR_REPAIRS: repairs})
     return arch
 
 
