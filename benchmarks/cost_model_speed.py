@@ -1,6 +1,6 @@
 """Cost-model speed: one ~20-layer network (median) and the vectorised batch path (networks/s).
 
-Run: python benchmarks/cost_model_speed.py [--networks 2000] [--batch 20000]
+Run: python benchmarks/cost_model_speed.py [--networks 2000] [--batch 20000] [--instructions]
 
 The networks are distinct 20-layer SNASNet-shaped CIFAR networks (stem, 9 cell convs at C
 channels, reduction, 7 cell convs at 2C, two linear layers) with random channels and kernels.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -100,13 +101,48 @@ def chunking_in_fresh_process(networks: int) -> dict[int, float]:
     return {int(cells): rate for cells, rate in json.loads(out.strip().splitlines()[-1]).items()}
 
 
+def instructions_per_network(networks: int = 300) -> dict[str, int]:
+    """Instructions one warm ``estimate_cost`` call executes, per preset, counted by callgrind.
+
+    Two runs under ``valgrind --tool=callgrind`` (Python's hash seed fixed): one that only warms
+    the memo on ``networks`` networks, one that then costs them twice more; the difference over
+    ``2 * networks`` calls. Repeatable to a fraction of a percent, whatever else the machine does.
+    """
+    counts: dict[str, int] = {}
+    for preset in ("neurosim-22nm", "spikesim-65nm"):
+        totals = []
+        for passes in (0, 2):
+            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                       str(Path(__file__).resolve()), "--passes", str(passes), "--networks", str(networks),
+                       "--preset", preset]
+            err = subprocess.run(command, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
+            totals.append(int(next(line for line in err.splitlines() if "Collected" in line).split()[-1]))
+        counts[preset] = (totals[1] - totals[0]) // (2 * networks)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=20000)
     parser.add_argument("--chunking", action="store_true", help="only the chunk-size comparison, as JSON")
+    parser.add_argument("--instructions", action="store_true",
+                        help="only instructions per warm call, counted by valgrind's callgrind (needs valgrind)")
+    parser.add_argument("--passes", type=int, help=argparse.SUPPRESS)  # the inner runs of --instructions
+    parser.add_argument("--preset", default="neurosim-22nm", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rng = random.Random(0)
+    if args.passes is not None:
+        nets, hw = [random_network(rng) for _ in range(args.networks)], load_hardware(args.preset)
+        for _ in range(1 + args.passes):
+            for net in nets:
+                estimate_cost(net, hw)
+        return
+    if args.instructions:
+        for preset, count in instructions_per_network(min(args.networks, 300)).items():
+            print(f"{preset}: {count:,} instructions per warm estimate_cost call")
+        return
     if args.chunking:
         print(json.dumps(chunking([random_network(rng) for _ in range(args.batch)], "neurosim-22nm")))
         return

@@ -36,7 +36,10 @@ from optuna.storages import BaseStorage
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from sqlalchemy.exc import IntegrityError
 
-__all__ = ["set_constraints", "set_user_attrs", "upload_artifacts", "write_relative_params", "write_user_attrs"]
+__all__ = [
+    "set_constraints", "set_user_attrs", "upload_artifacts", "write_relative_params", "write_system_attrs",
+    "write_user_attrs",
+]
 
 _ARTIFACTS_ATTR_PREFIX = "artifacts:"
 """Where Optuna's artifact API keeps a trial's artifact records (``optuna.artifacts._upload``)."""
@@ -71,6 +74,13 @@ def write_user_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, An
     if attrs and not _write_rows(storage, trial_id, "TrialUserAttributeModel", attrs):
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
+
+
+def write_system_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """``storage.set_trial_system_attr(trial_id, key, value)`` for every item, in one transaction where possible."""
+    if attrs and not _write_rows(storage, trial_id, "TrialSystemAttributeModel", attrs):
+        for key, value in attrs.items():
+            storage.set_trial_system_attr(trial_id, key, value)
 
 
 def set_constraints(trial: optuna.Trial | optuna.trial.FrozenTrial, constraints: Mapping[str, float]) -> None:
@@ -186,9 +196,7 @@ def upload_artifacts(trial: optuna.Trial, artifact_store: ArtifactStore, files: 
             artifact_store.write(artifact_id, fh)
         ids[path.name] = artifact_id
         rows[_ARTIFACTS_ATTR_PREFIX + artifact_id] = json.dumps(asdict(meta))
-    if not _write_rows(trial.storage, trial._trial_id, "TrialSystemAttributeModel", rows):
-        for key, value in rows.items():
-            trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+    write_system_attrs(trial.storage, trial._trial_id, rows)
     return ids
 
 

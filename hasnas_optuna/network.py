@@ -120,7 +120,7 @@ class _LIFSteps(torch.autograd.Function):
     ``dL/dx[t] = dL/dv[t] = dL/ds[t] surrogate'(v[t] - threshold) + beta dL/dv[t+1]``. Per step it keeps
     one tensor (the surrogate's derivative in a compact form) instead of autograd's graph of about
     ten element-wise ops, and makes seven passes over memory (five forward, two backward) where
-    that graph makes about eighteen.
+    that graph makes about sixteen.
     """
 
     @staticmethod

@@ -182,6 +182,20 @@ def test_interleave_alternates_baseline_and_candidate() -> None:
     assert len(paired.ratios) == 4
 
 
+def test_storage_benchmark_writes_the_same_rows_both_ways() -> None:
+    sw = bench("storage_writes")
+    study = optuna.create_study(storage="sqlite://", sampler=sw._Joint())
+    optunas, ours = study.ask(), study.ask()
+    sw.write_like_optuna(optunas)
+    sw.write_grouped(ours)
+    first, second = study.get_trials(deepcopy=False)
+    assert first.user_attrs == second.user_attrs == sw.USER_ATTRS
+    assert first.system_attrs == second.system_attrs and first.constraints == sw.CONSTRAINTS
+    assert first.distributions == second.distributions and len(first.params) == len(sw.PARAMS)
+    [result] = sw.run([], trials=1)  # the SQLite file only
+    assert result.storage == "sqlite" and len(result.paired.ratios) == 1
+
+
 def test_trial_overhead_parts_add_up() -> None:
     to = bench("trial_overhead")
     times = to.TrialTimes(training=[4.0, 6.0], test=[0.5, 0.5], train_architecture=[5.0, 7.0],
