@@ -23,9 +23,9 @@ changes its statistics, not the work done.
 A training step is forward, cross-entropy on the mean output membrane, backward and an Adam step,
 on one fixed batch. All variants run in turn, in alternating order (A B C D, D C B A, ...); a
 variant's speed-up is the median over rounds of (baseline seconds / its seconds). The process
-keeps freed memory as ``train_architecture`` does (hasnas_optuna/_malloc.py); ``--glibc-malloc``
-measures with glibc's default allocator instead (it must be chosen before anything trains, so it
-is a flag for a fresh process).
+keeps freed memory, as building one of our networks makes it (hasnas_optuna/_malloc.py);
+``--glibc-malloc`` measures with glibc's default allocator instead (it must be chosen before any
+network is built, so it is a flag for a fresh process).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def describe(arch: Architecture) -> str:
 def run(quick: bool = False, threads: tuple[int, ...] | None = None,
         names: tuple[str, ...] = VARIANTS) -> list[Throughput]:
     """Both networks at each thread count (default: 1 and every core torch uses); ``quick`` is a smoke test."""
-    keep_freed_memory()  # as train_architecture does; a no-op under HASNAS_KEEP_FREED_MEMORY=0
+    keep_freed_memory()  # as building a network does; a no-op under HASNAS_KEEP_FREED_MEMORY=0
     counts = threads or tuple(sorted({1, torch.get_num_threads()}))
     reps = 3 if quick else 7
     results = []

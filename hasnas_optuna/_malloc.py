@@ -7,8 +7,8 @@ microseconds, and a conv layer on a 160-image batch spent more time faulting tha
 (docs/speed.md). Two ``mallopt`` settings keep that memory in the process instead; the process's
 resident memory then stays at its peak, as with a GPU's caching allocator.
 
-``train_architecture`` calls :func:`keep_freed_memory` (so ``hasnas search`` and ``hasnas worker``
-do); code that trains our networks in a loop of its own can call it once itself.
+Building a network (:func:`hasnas_optuna.build_network`) calls :func:`keep_freed_memory`, so
+``hasnas search``, ``hasnas worker`` and any training loop of the user's get it.
 ``HASNAS_KEEP_FREED_MEMORY=0`` in the environment leaves the allocator alone. Other C libraries
 (macOS, musl, Windows) are left alone too.
 """

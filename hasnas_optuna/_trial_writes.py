@@ -83,7 +83,7 @@ def write_system_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, 
             storage.set_trial_system_attr(trial_id, key, value)
 
 
-def set_constraints(trial: optuna.Trial | optuna.trial.FrozenTrial, constraints: Mapping[str, float]) -> None:
+def set_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
     """``trial.set_constraint(name, value)`` for every item: one read and one transaction where possible.
 
     As ``set_constraint``: values must be numbers and not NaN, and a constraint already set keeps
@@ -96,7 +96,7 @@ def set_constraints(trial: optuna.Trial | optuna.trial.FrozenTrial, constraints:
         >>> study.trials[0].constraints == {"memory": -0.5, "energy": 0.25}
         True
     """
-    if not isinstance(trial, optuna.Trial) or _rdb_storage(trial.storage) is None:
+    if _rdb_storage(trial.storage) is None:
         for key, value in constraints.items():
             trial.set_constraint(key, value)
         return

@@ -69,7 +69,7 @@ class TrainingConfig:
     ``energy_stop_margin``: stop training once the energy estimated from the measured spike rates
     exceeds the energy budget by this fraction (after the first epoch); negative disables it.
     ``compile``: run each trial's network through ``torch.compile``. Every trial is a new network,
-    so it compiles anew; worth it only for long trials (break-even measured in docs/speed.md).
+    so it compiles anew; on a CPU it does not pay (measured in docs/speed.md), on a GPU measure first.
     """
 
     epochs: int = 3

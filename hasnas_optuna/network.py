@@ -18,8 +18,11 @@ encoding, which reads the analog image. Where spikes come from:
 Each LIF population holds an ``snntorch.Leaky`` (its parameters, its surrogate, the step-by-step
 path); in multi-step execution its recurrence over all T steps is one autograd node with the
 backward pass written out (:class:`_LIFSteps`), equal to snntorch's within float rounding.
-Feature maps are ``channels_last``. :func:`release_neurons` removes a network's neurons from
-snntorch's global registry (snn.md section 1).
+Feature maps are ``channels_last``. Building a network makes glibc keep freed memory in the
+process (:func:`hasnas_optuna.keep_freed_memory`): multi-step tensors are T times larger than a
+per-step loop's, and would otherwise be page-faulted in anew at every training step.
+:func:`release_neurons` removes a network's neurons from snntorch's global registry (snn.md
+section 1).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from snntorch import spikegen, surrogate
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import EDGES, KERNELS, Architecture, Cell
 
 __all__ = ["SpikingNetwork", "build_network", "release_neurons"]
@@ -329,6 +333,7 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"memory_format={memory_format} must be torch.channels_last or torch.contiguous_format")
         self.arch = arch
         self.memory_format = memory_format
+        keep_freed_memory()  # once per process; HASNAS_KEEP_FREED_MEMORY=0 leaves the allocator alone
 
         def make_lif() -> LIF:
             return LIF(arch.beta, arch.threshold, arch.surrogate, arch.surrogate_slope)
@@ -416,8 +421,10 @@ def build_network(arch: Architecture, *, memory_format: torch.memory_format = to
     """Build the torch module of ``arch`` (CPU, float32; move it with ``.to(device)``).
 
     Feature maps are ``channels_last`` (NHWC) by default: oneDNN's convolutions and batch norm on
-    a CPU, and tensor-core convolutions on a GPU, run faster on it than on ``contiguous_format``
-    (NCHW), which reorders every call (docs/speed.md). The logits are the same either way.
+    a CPU run on it, and reorder ``contiguous_format`` (NCHW) inputs and outputs at every call
+    (docs/speed.md); cuDNN's tensor-core kernels prefer it too (``benchmarks/gpu_throughput.py``
+    compares both on a GPU). The logits are the same either way, within float rounding. On Linux
+    the first network built makes glibc keep freed memory (module docstring).
     """
     return SpikingNetwork(arch, memory_format=memory_format)
 

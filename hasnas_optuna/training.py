@@ -23,7 +23,6 @@ import torch
 from torch.nn import functional as F
 
 from hasnas_optuna._errors import HasnasError
-from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import Architecture
 from hasnas_optuna.network import SpikingNetwork, build_network, release_neurons
 
@@ -196,12 +195,8 @@ def train_architecture(
     """Train ``architecture`` on ``datamodule`` with one fresh Trainer; raise :class:`TrialFailed`.
 
     ``compile`` trains the network through ``torch.compile`` (in place: parameter names and the
-    state dict stay the same; evaluation stays eager). It compiles anew for every architecture, so
-    it pays only for long trials; docs/speed.md has the measured break-even.
-
-    On Linux the first call makes glibc keep freed memory in the process, so that each training
-    step does not page-fault its tensors in anew (``HASNAS_KEEP_FREED_MEMORY=0`` turns this off;
-    docs/speed.md).
+    state dict stay the same; evaluation stays eager). It compiles anew for every architecture; on
+    a CPU that no longer pays (docs/speed.md has the measured break-even), on a GPU measure first.
 
     Example:
         >>> from hasnas_optuna.architecture import Architecture, Cell
@@ -214,7 +209,6 @@ def train_architecture(
     """
     import time
 
-    keep_freed_memory()
     pl.seed_everything(seed, workers=False, verbose=False)
     module = SNNClassifier(architecture, lr=lr, weight_decay=weight_decay, epochs=epochs)
     if compile:

@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -104,8 +105,6 @@ print(max(faults[4:]))
 def test_kept_memory_is_reused_without_page_faults() -> None:
     """Real page-fault counts in fresh processes: glibc's defaults fault a large block in at every
     allocation (about 16 384 4-KiB pages for 64 MiB); once freed memory is kept, none."""
-    import subprocess
-
     def run(env: dict[str, str]) -> tuple[str, int]:
         out = subprocess.run([sys.executable, "-c", _FAULTS_PER_ALLOCATION], capture_output=True, text=True,
                              check=True, env={**os.environ, **env}).stdout.split()
@@ -117,16 +116,16 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     assert kept <= 16 < default  # more than one fault per 4 MiB: even 2 MiB huge pages fault 32 times
 
 
-def test_training_keeps_freed_memory() -> None:
-    from hasnas_optuna import _malloc
-    from hasnas_optuna.data import DigitsDataModule
-    from hasnas_optuna.training import train_architecture
-
-    cell = Cell.from_matrix("0302 0030 0003 0000")
-    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=2, timesteps=2)
-    train_architecture(arch, DigitsDataModule(max_train_samples=64), epochs=1, test=False)
+def test_building_a_network_keeps_freed_memory() -> None:
+    code = ("from hasnas_optuna import _malloc\nfrom hasnas_optuna.architecture import Architecture, Cell\n"
+            "from hasnas_optuna.network import build_network\nprint(_malloc._applied)\n"
+            "cell = Cell.from_matrix('0302 0030 0003 0000')\n"
+            "build_network(Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell))\n"
+            "print(_malloc._applied)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HASNAS_KEEP_FREED_MEMORY": "1"}).stdout.split()
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert _malloc._applied is (glibc and os.environ.get("HASNAS_KEEP_FREED_MEMORY") != "0")
+    assert out == ["None", str(glibc)]  # nothing changes on import; the first network applies it
 
 
 # -- the per-step snntorch baseline of benchmarks/training_throughput.py ---------------------------
