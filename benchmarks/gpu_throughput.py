@@ -43,7 +43,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks._common import Paired, interleave_all, machine
-from benchmarks.training_throughput import CELL, PerStepLoop, describe
+from benchmarks.training_throughput import BASELINE, CELL, NCHW_FUSED, OURS, describe, variants
 from hasnas_optuna.architecture import Architecture, Cell
 from hasnas_optuna.network import build_network, release_neurons
 
@@ -190,16 +190,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (train_x, train_y), (test_x, test_y) = synthetic_data(n_train, 1), synthetic_data(
             1024 if not args.dry_run else 32, 2)
         data = "synthetic CIFAR-shaped (class prototypes + noise)"
-    ours = build_network(arch).to(device)
+    built = variants(arch, (BASELINE, NCHW_FUSED, OURS))  # the same weights in each
+    ours = built[OURS].to(device)
     initial = copy.deepcopy(ours.state_dict())
-
-    def nchw() -> torch.nn.Module:
-        net = build_network(arch, memory_format=torch.contiguous_format)
-        net.load_state_dict(initial)
-        return net.to(device)
-
-    models = {"per-step fp32": PerStepLoop(nchw()), "ours fp32": ours, "ours bf16": copy.deepcopy(ours),
-              "ours fp32 NCHW": nchw(), "ours bf16 NCHW": nchw()}
+    nchw = built[NCHW_FUSED].to(device)
+    models = {"per-step fp32": built[BASELINE].to(device), "ours fp32": ours, "ours bf16": copy.deepcopy(ours),
+              "ours fp32 NCHW": nchw, "ours bf16 NCHW": copy.deepcopy(nchw)}
 
     # 1. throughput, all paths in turn (alternating order), same batches
     runs = {name: trainer(model, cycle(train_x, train_y, args.batch, device), device,

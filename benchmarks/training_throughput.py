@@ -59,8 +59,9 @@ CELL = "0302 0030 0003 0000"
 0->3 conv1x1 (forward-only, so our network runs it multi-step)."""
 
 BASELINE = "per-step snntorch loop"
+NCHW_FUSED = "multi-step, NCHW, fused LIF"
 OURS = "ours: multi-step, channels_last, fused LIF"
-VARIANTS = (BASELINE, "multi-step, NCHW, autograd LIF", "multi-step, NCHW, fused LIF", OURS)
+VARIANTS = (BASELINE, "multi-step, NCHW, autograd LIF", NCHW_FUSED, OURS)
 
 
 def digits_architecture() -> Architecture:
@@ -157,7 +158,7 @@ def variants(arch: Architecture, names: tuple[str, ...] = VARIANTS, seed: int = 
     makers = {
         BASELINE: lambda: PerStepLoop(nchw(True)),
         "multi-step, NCHW, autograd LIF": lambda: nchw(False),
-        "multi-step, NCHW, fused LIF": lambda: nchw(True),
+        NCHW_FUSED: lambda: nchw(True),
         OURS: lambda: ours,
     }
     return {name: makers[name]() for name in names}

@@ -5,10 +5,11 @@ Optuna writes every suggested parameter, every ``Trial.set_user_attr`` and every
 first); a trained trial of ours writes about twenty parameters and forty attributes, a few
 milliseconds each on SQLite and a round trip each to a database server, which was most of a
 digits trial's overhead (benchmarks/trial_overhead.py). On an ``RDBStorage`` these helpers write a
-group in one transaction, row by row through the storage's own code, so the rows and their checks
-are Optuna's. On other storages (journal files, Redis, in-memory), for trials that are not an
-``optuna.Trial``, or if Optuna's internals ever change shape, they fall back to one public call
-per item.
+group in one transaction: Optuna's checks once (the trial is running; a parameter's distribution
+matches the study's), then the rows Optuna would write, in one multi-row statement where Optuna
+itself upserts (SQLite, PostgreSQL, MySQL) and through its per-row writer elsewhere. On other
+storages (journal files, Redis, in-memory), for trials that are not an ``optuna.Trial``, or if
+Optuna's internals ever change shape, they fall back to one public call per item.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class HasnasObjective:
                                "summary": arch.summary()})
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
         if config.skip_infeasible and any(value > 0 for value in slack.values()):
-            set_budget_constraints(trial, config.budgets, prior)
+            set_constraints(trial, slack)  # what set_budget_constraints(trial, budgets, prior) would set
             broken = ", ".join(name for name, value in slack.items() if value > 0)
             annotate_trial(trial, constraints=slack, extra={
                 **_cost_attrs("cost", prior), "trained": False, "status": f"infeasible before training: {broken}"})

@@ -159,7 +159,7 @@ def test_every_benchmarked_variant_computes_what_our_network_computes(encoding: 
     nchw, nhwc = network.reduce[0][0].weight, ours.reduce[0][0].weight  # conv 4 -> 8 channels
     assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
     lif = network.reduce_lif
-    assert lif.forward == lif.unfused and models["multi-step, NCHW, fused LIF"].reduce_lif.forward != lif.unfused
+    assert lif.forward == lif.unfused and models[tt.NCHW_FUSED].reduce_lif.forward != lif.unfused
     for model in models.values():
         release_neurons(model)
 
