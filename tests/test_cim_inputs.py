@@ -135,8 +135,9 @@ def test_user_preset_file_loads_like_a_preset(tmp_path: Path) -> None:
         ("default_spike_rate = 0.15", "default_spike_rate = 1.2", r"default_spike_rate=1.2 is out of range"),
         ('schedule = "sequential"', 'schedule = "fast"', r"schedule='fast' is not allowed; use one of "
                                                         r"sequential, pipelined, neuron_serial"),
-        ("add_pj = 0.025", "add_pj = -1", r"technology.add_pj=-1 is out of range; it must be >= 0"),
-        ("add_pj = 0.025", "adder_pj = 0.025", r"unknown key 'technology.adder_pj'"),
+        ("neuron_update_pj = 0.1", "neuron_update_pj = -1",
+         r"technology.neuron_update_pj=-1 is out of range; it must be >= 0"),
+        ("neuron_update_pj = 0.1", "neuron_updates_pj = 0.1", r"unknown key 'technology.neuron_updates_pj'"),
         ("[crossbar]", "[crossbars]", r"unknown key 'crossbars'; allowed top-level keys"),
         ("size = 128", "size = [", r"malformed TOML"),
     ],

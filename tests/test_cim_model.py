@@ -46,8 +46,8 @@ def test_mapping_counts_by_hand() -> None:
     assert report.neuron_state_bits == 16 * (64 * 1024 + 10)
     assert report.memory_cells == 8 * report.memory_params  # 8-bit weights on 1-bit cells
     # every read converts all 128 columns: conv reads 1024 positions x 8 bit planes x 4 crossbars once
-    assert conv.conversions == 1024 * 8 * 4 * 128
-    assert fc.conversions == 5 * 128 * 128  # 5 timesteps x 128 crossbars x 128 columns
+    assert conv.conversions == 1024 * 8 * 512
+    assert fc.conversions == 5 * 128 * 80  # 5 timesteps x 128 row blocks x the 80 columns holding weights
 
 
 def test_snn4m_floorplan_matches_neurosim() -> None:
@@ -129,7 +129,10 @@ def test_latency_schedules() -> None:
 
 
 def test_crossbar_concurrency_serialises_reads() -> None:
-    hw = load_hardware("neurosim-22nm", read_overhead_cycles=0)
+    hw = load_hardware("neurosim-22nm")
+    # crossbar reads alone: no buffer time per input vector
+    hw = hw.replace(technology=dataclasses.replace(
+        hw.technology, vector_cycles_per_output=0.0, vector_cycles_per_row=0.0))
     net = Network(vgg9conv().layers, encoding="rate")
     free = estimate_cost(net, hw, timesteps=1)
     one = estimate_cost(net, hw.replace(crossbar_concurrency=1), timesteps=1)

@@ -121,30 +121,49 @@ def allocate(hw: Hardware, ops: Any, c: LayerCounts, tile_cells: Any, shared_til
     ``shared_tiles`` is (tiles of the chip / ADC groups of all layers) for shared tiles.
     """
     dup_fixed = hw.duplication
+    dup: Any = 1 if dup_fixed is None else dup_fixed
     if hw.tile_shape is None:
         crossbars_per_side = ops.floor_div(tile_cells, hw.crossbar_size)
-        dup = 1 if dup_fixed is None else dup_fixed
         tiles = ops.ceil_div(c.rows, tile_cells) * ops.ceil_div(dup * c.cols, tile_cells)
         groups = tiles * crossbars_per_side * crossbars_per_side
         columns = tile_cells
+        if dup_fixed is None:
+            dup = floorplan_copies(ops, c.rows, tile_cells, hw.crossbar_size) * floorplan_copies(
+                ops, c.cols, tile_cells, hw.crossbar_size)
     else:
         tile_rows, tile_cols = hw.tile_shape
         columns = tile_cols * hw.crossbar_size
         if hw.tile_exclusive:
-            dup = 1 if dup_fixed is None else dup_fixed
             group_rows = ops.floor_div(c.adc_groups, c.col_blocks)
             tiles = ops.ceil_div(group_rows, tile_rows) * ops.ceil_div(dup * c.col_blocks, tile_cols)
             groups = tiles * tile_rows * tile_cols
+            if dup_fixed is None:  # fill the allocated tiles
+                dup = ops.maximum(ops.floor_div(groups, c.adc_groups), 1)
         else:
-            dup = 1 if dup_fixed is None else dup_fixed
             groups = dup * c.adc_groups * shared_tiles * tile_rows * tile_cols
             tiles = dup * c.adc_groups * shared_tiles
-    if dup_fixed is None and (hw.tile_shape is None or hw.tile_exclusive):
-        dup = ops.maximum(ops.floor_div(groups, c.adc_groups), 1)
     return Allocation(
         crossbars=groups * c.crossbars_per_group, adc_groups=groups, tiles=tiles,
         duplication=dup, tile_columns=columns,
     )
+
+
+def floorplan_copies(ops: Any, extent: Any, tile_cells: Any, crossbar_size: int) -> Any:
+    """Copies of a layer along one dimension (rows or columns), as NeuroSim V1.4 duplicates.
+
+    A layer that fits a tile in this dimension is copied across the tile's two PEs (side
+    ``tile/2``), and its part of a PE across the PE's crossbars, each rounded down; the layer's
+    speed-up is the product over both dimensions.
+
+    Example:
+        >>> from hasnas_optuna.cim._mapping import SCALAR
+        >>> floorplan_copies(SCALAR, 256, 1024, 128), floorplan_copies(SCALAR, 80, 1024, 128)
+        (4, 8)
+    """
+    pe = ops.floor_div(tile_cells, 2)
+    pe_copies = ops.where(extent > tile_cells, 1, ops.floor_div(tile_cells, ops.ceil_div(extent, pe) * pe))
+    part = ops.minimum(extent, pe)
+    return pe_copies * ops.floor_div(pe, ops.ceil_div(part, crossbar_size) * crossbar_size)
 
 
 class LayerCosts(NamedTuple):
@@ -167,6 +186,7 @@ class LayerCosts(NamedTuple):
     state_bits: Any
     area_total: Any
     layer_time: Any
+    leakage_time: Any
 
 
 def layer_costs(
@@ -187,21 +207,33 @@ def layer_costs(
     parallel = copies if concurrency == 0 else ops.minimum(copies, concurrency)
     clock = hw.clock
     read_ns = -(-size // hw.rows_per_read) * hw.columns_per_adc * clock
-    xbar_pass = (
-        ops.ceil_div(x.positions * c.adc_groups, parallel) * x.input_bits * read_ns
-        + c.vectors * ops.ceil_div(c.rows, hw.input_bus_bits) * (hw.read_overhead_cycles * clock)
+    # buffer time per input vector: partial sums of the output channels of one column tile out,
+    # the input rows of one row tile in (NeuroSim; docs/cost-model.md)
+    side = a.tile_columns
+    vector_cycles = (
+        x.positions * (ops.minimum(c.cols, side) / hw.columns_per_weight) * tech.vector_cycles_per_output
+        + c.vectors * ops.minimum(c.rows, side) * (tech.vector_cycles_per_row * tech.reference_size / size)
     )
+    xbar_pass = ops.ceil_div(x.positions * c.adc_groups, parallel) * x.input_bits * read_ns + vector_cycles * clock
     neuron_step = ops.ceil_div(x.neurons, lif_units) * tech.neuron_cycle_ns
     crossbar_time = passes * xbar_pass
     neuron_time = timesteps * neuron_step
     crossbar_area = size * size * tech.cell_area_um2
     area_arrays = a.crossbars * crossbar_area
     area_adcs = a.adc_groups * ((size // hw.columns_per_adc) * tech.adc_area_um2[hw.adc_bits])
-    area_periphery = a.crossbars * (size * tech.periphery_um2_per_line)
+    area_periphery = a.crossbars * (size * tech.periphery_um2_per_line + tech.crossbar_fixed_um2)
     area_tiles = a.tiles * (tech.tile_fixed_um2 + tech.tile_um2_per_column * a.tile_columns)
     area_neurons = lif_units * tech.neuron_unit_um2 + (
         state_bits + x.input_neurons * tech.input_buffer_bits
     ) * tech.state_bit_um2
+    # crossbar hops across a PE (half a tile side): partial sums out, input bits in
+    hops = side / (2 * size)
+    psum_hops = x.positions * x.out_channels * ops.ceil_div(c.rows, side) * hops
+    input_hops = c.bits_in * c.col_blocks * hops
+    layer_time = (
+        ops.maximum(crossbar_time, neuron_time) if hw.schedule == "neuron_serial"
+        else crossbar_time + neuron_time
+    )
     return LayerCosts(
         area_arrays=area_arrays,
         area_adcs=area_adcs,
@@ -210,17 +242,20 @@ def layer_costs(
         area_neurons=area_neurons,
         energy_arrays=passes * (
             c.row_activations * tech.row_activation_pj + c.crossbar_cycles * tech.crossbar_cycle_pj
+            + c.row_drives * tech.row_drive_pj + c.conversions * tech.column_read_pj
         ),
         energy_adcs=passes * c.conversions * tech.adc_conversion_pj[hw.adc_bits],
         energy_accumulation=passes * (
             c.group_reads * tech.group_read_accumulation_pj
             + c.adds * (tech.add_pj * hw.weight_bits / 8)
+            + c.conversions * tech.shift_add_pj
         ),
         energy_neurons=timesteps * c.neuron_updates * (
             tech.neuron_update_pj + 2 * hw.state_bits * tech.state_bit_access_pj
         ) + passes * c.group_reads * tech.group_read_neuron_pj,
-        energy_fixed_movement=passes * c.group_reads * (
-            tech.group_read_interconnect_pj + tech.group_read_buffer_pj
+        energy_fixed_movement=passes * (
+            c.group_reads * (tech.group_read_interconnect_pj + tech.group_read_buffer_pj)
+            + psum_hops * tech.psum_hop_pj + input_hops * tech.input_hop_pj
         ),
         bits_moved=passes * c.bits_in + timesteps * c.bits_out,
         crossbar_time=crossbar_time,
@@ -228,10 +263,9 @@ def layer_costs(
         leakage_uw=a.crossbars * (tech.leakage_uw_per_crossbar * size / tech.reference_size),
         state_bits=state_bits,
         area_total=area_arrays + area_adcs + area_periphery + area_tiles + area_neurons,
-        layer_time=(
-            ops.maximum(crossbar_time, neuron_time) if hw.schedule == "neuron_serial"
-            else crossbar_time + neuron_time
-        ),
+        layer_time=layer_time,
+        # layer by layer, a layer's crossbars leak while it runs (NeuroSim); otherwise all the time
+        leakage_time=layer_time if hw.schedule == "sequential" else None,
     )
 
 
@@ -258,7 +292,7 @@ def chip_totals(
     ``costs`` holds one sequence (or array row) per field, one entry per layer.
     """
     tech = hw.technology
-    area_mm2 = tech.layout_factor * ops.total(costs.area_total) / UM2_PER_MM2
+    area_mm2 = (tech.layout_factor * ops.total(costs.area_total) + tech.chip_fixed_um2) / UM2_PER_MM2
     total = ops.total(costs.layer_time)
     if hw.schedule == "sequential":
         latency_ns = total
@@ -267,14 +301,13 @@ def chip_totals(
     else:
         frac = hw.layer_start_fraction
         latency_ns = frac * total + (1 - frac) * ops.last(costs.layer_time, last_index)
-    wire_scale = (hw.crossbar_size / tech.reference_size) ** tech.wire_size_exponent
-    per_bit = tech.wire_pj_per_bit_mm * wire_scale * ops.sqrt(area_mm2) + tech.buffer_pj_per_bit
+    per_bit = tech.wire_pj_per_bit_mm * ops.sqrt(area_mm2) + tech.buffer_pj_per_bit
     return ChipTotals(area_mm2, latency_ns / NS_PER_MS, per_bit)
 
 
 def energy_parts(cost: LayerCosts, chip: ChipTotals) -> tuple[Any, ...]:
     """Elementwise: one layer's energy per component (pJ), in :data:`ENERGY_PARTS` order."""
-    latency_ns = chip.latency_ms * NS_PER_MS
+    latency_ns = chip.latency_ms * NS_PER_MS if cost.leakage_time is None else cost.leakage_time
     return (
         cost.energy_arrays,
         cost.energy_adcs,
@@ -317,6 +350,7 @@ class _Placed(NamedTuple):
     fixed_energy: float  # pJ, everything but the wires' share and leakage
     bits_moved: float
     leakage_uw: float
+    leakage_fj: float | None  # leakage while the layer runs (sequential schedule), else None
     layer_time: float
 
 
@@ -354,7 +388,7 @@ def estimate_cost(
         >>> report.memory_params
         2704
         >>> round(report.area_mm2, 2), report.energy_uj > 0, len(report.layers)
-        (1.28, True, 2)
+        (1.84, True, 2)
     """
     steps = timesteps if timesteps is not None else network.timesteps
     if steps is None:
@@ -403,7 +437,7 @@ def estimate_cost(
     )
     context = (tile_cells, shared)
     placed: list[_Placed] = []
-    area = dynamic = bits = leak_uw = 0.0
+    area = dynamic = bits = leak_uw = leak_fj = 0.0
     times: list[float] = []
     for entry in entries:
         p = entry.placed.get(context)
@@ -413,22 +447,24 @@ def estimate_cost(
             a = allocate(hardware, SCALAR, entry.counts, tile_cells, shared)
             cost = layer_costs(hardware, SCALAR, entry.inputs, entry.counts, a, steps)
             fixed = sum(energy_parts(cost, ChipTotals(0.0, 0.0, 0.0))[:-1])
+            leak = None if cost.leakage_time is None else cost.leakage_uw * cost.leakage_time
             p = entry.placed[context] = _Placed(a, cost, cost.area_total, fixed, cost.bits_moved, cost.leakage_uw,
-                                                cost.layer_time)
+                                                leak, cost.layer_time)
         placed.append(p)
         area += p.area
         dynamic += p.fixed_energy
         bits += p.bits_moved
         leak_uw += p.leakage_uw
+        leak_fj += p.leakage_fj or 0.0
         times.append(p.layer_time)
     chip = chip_totals(hardware, SCALAR, _Columns([area], times), steps)
     latency_ns = chip.latency_ms * NS_PER_MS
     return CostReport(
         network=network.name, hardware=hardware.name, timesteps=steps,
-        memory_params=network.params, weight_bits=hardware.weight_bits,
+        memory_params=network.memory_params, weight_bits=hardware.weight_bits,
         area_mm2=chip.area_mm2, latency_ms=chip.latency_ms,
         energy_dynamic_uj=(dynamic + bits * chip.energy_per_bit_pj) / PJ_PER_UJ,
-        energy_leakage_uj=leak_uw * latency_ns * 1e-3 / PJ_PER_UJ,
+        energy_leakage_uj=(leak_fj if hardware.schedule == "sequential" else leak_uw * latency_ns) * 1e-3 / PJ_PER_UJ,
         layer_builder=lambda: _layer_costs(network, hardware, entries, placed, chip),
     )
 
@@ -437,10 +473,13 @@ def _layer_costs(
     network: Network, hw: Hardware, entries: list[_LayerEntry], placed: list[_Placed], chip: ChipTotals,
 ) -> tuple[LayerCost, ...]:
     layout = hw.technology.layout_factor
+    chip_fixed_per_tile = hw.technology.chip_fixed_um2 / sum(p.allocation.tiles for p in placed)
     layers = []
     for index, (layer, entry, place) in enumerate(zip(network.layers, entries, placed, strict=True)):
         x, c, a, cost = entry.inputs, entry.counts, place.allocation, place.costs
         parts = energy_parts(cost, chip)
+        areas = list(area_parts(cost))
+        areas[3] += a.tiles * chip_fixed_per_tile / layout  # the chip's own buffers and bus, by tiles
         layers.append(LayerCost(
             index=index, name=layer.name or f"layer{index}", type=layer.type,
             params=layer.params, spike_rate=x.spike_rate, passes=x.passes,
@@ -450,7 +489,7 @@ def _layer_costs(
             neuron_state_bits=cost.state_bits,
             area_mm2={
                 part: layout * value / UM2_PER_MM2
-                for part, value in zip(AREA_PARTS, area_parts(cost), strict=True)
+                for part, value in zip(AREA_PARTS, areas, strict=True)
             },
             energy_uj={part: value / PJ_PER_UJ for part, value in zip(ENERGY_PARTS, parts, strict=True)},
             latency_ms=cost.layer_time / NS_PER_MS,

@@ -62,14 +62,18 @@ class NetworkBatch:
     spike_rate: np.ndarray
     mask: np.ndarray
     encoding: str = "direct"
+    bias: np.ndarray | None = None
+    """1 where a layer stores a bias per output channel (``Layer.bias``); none when omitted."""
 
     def __post_init__(self) -> None:
-        for name in (*_FIELDS, "spike_rate", "mask"):  # float arithmetic: exact below 2^53, and fast
+        if self.bias is None:
+            object.__setattr__(self, "bias", np.zeros(np.shape(self.mask)))
+        for name in (*_FIELDS, "spike_rate", "mask", "bias"):  # float arithmetic: exact below 2^53, and fast
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=float))
         shape = self.mask.shape
         if len(shape) != 2:
             raise ConfigError(f"mask must have shape [networks, layers], got {shape}")
-        for name in (*_FIELDS, "spike_rate"):
+        for name in (*_FIELDS, "spike_rate", "bias"):
             if getattr(self, name).shape != shape:
                 raise ConfigError(f"{name} has shape {getattr(self, name).shape}, expected {shape}")
         real = self.mask.astype(bool)
@@ -84,7 +88,7 @@ class NetworkBatch:
 
     def select(self, rows: slice | np.ndarray) -> NetworkBatch:
         """The networks at ``rows`` (a slice or an index array) as a new batch."""
-        arrays = {name: getattr(self, name)[rows] for name in (*_FIELDS, "spike_rate", "mask")}
+        arrays = {name: getattr(self, name)[rows] for name in (*_FIELDS, "spike_rate", "mask", "bias")}
         return NetworkBatch(**arrays, encoding=self.encoding)
 
     @property
@@ -105,6 +109,7 @@ class NetworkBatch:
         data["padding"][:] = 0
         rate = np.full((len(networks), width), np.nan)
         mask = np.zeros((len(networks), width))
+        bias = np.zeros((len(networks), width))
         for i, net in enumerate(networks):
             for j, layer in enumerate(net.layers):
                 values = (layer.kernel_size, layer.in_channels, layer.out_channels, *layer.input_size,
@@ -114,7 +119,8 @@ class NetworkBatch:
                 if layer.spike_rate is not None:
                     rate[i, j] = layer.spike_rate
                 mask[i, j] = 1
-        return cls(**data, spike_rate=rate, mask=mask, encoding=encodings.pop())
+                bias[i, j] = layer.bias
+        return cls(**data, spike_rate=rate, mask=mask, encoding=encodings.pop(), bias=bias)
 
 
 class BatchCosts(NamedTuple):
@@ -189,11 +195,12 @@ def _estimate_chunk(batch: NetworkBatch, hw: Hardware, steps: np.ndarray) -> Bat
     parts = energy_parts(cost, chip_col)
     leakage = masked.total(parts[-1]) / PJ_PER_UJ
     dynamic = masked.total(sum(parts[:-1])) / PJ_PER_UJ
-    params = np.rint(masked.total(batch.kernel * batch.kernel * batch.in_channels * batch.out_channels))
-    params = params.astype(np.int64)
+    weights = np.rint(masked.total(batch.kernel * batch.kernel * batch.in_channels * batch.out_channels))
+    biases = np.rint(masked.total(batch.bias * batch.out_channels))
+    weights, biases = weights.astype(np.int64), biases.astype(np.int64)
     return BatchCosts(
-        memory_params=params,
-        memory_bits=params * hw.weight_bits,
+        memory_params=weights + biases,
+        memory_bits=(weights + biases) * hw.weight_bits,
         area_mm2=np.asarray(chip.area_mm2, dtype=float),
         latency_ms=np.asarray(chip.latency_ms, dtype=float),
         energy_uj=dynamic + leakage,

@@ -48,7 +48,6 @@ class Technology:
     adc_clock_ns: Mapping[int, float] = field(hash=False)
     reference_size: int
     clock_size_exponent: float
-    wire_size_exponent: float
     row_activation_pj: float
     crossbar_cycle_pj: float
     add_pj: float
@@ -62,6 +61,17 @@ class Technology:
     group_read_accumulation_pj: float
     leakage_uw_per_crossbar: float
     neuron_cycle_ns: float
+    # NeuroSim-style terms (docs/cost-model.md); 0 (or empty) where a simulator has no such term
+    crossbar_fixed_um2: float = 0.0
+    chip_fixed_um2: float = 0.0
+    row_drive_pj: float = 0.0
+    column_read_pj: float = 0.0
+    shift_add_pj: float = 0.0
+    psum_hop_pj: float = 0.0
+    input_hop_pj: float = 0.0
+    vector_cycles_per_output: float = 0.0
+    vector_cycles_per_row: float = 0.0
+    clock_size_factor: Mapping[int, float] = field(default_factory=dict, hash=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def adc_bits_allowed(self) -> tuple[int, ...]:
@@ -101,8 +111,6 @@ class Hardware:
     schedule: str = "sequential"
     clock_ns: float | None = None
     crossbar_concurrency: int = 0
-    read_overhead_cycles: float = 0.0
-    input_bus_bits: int = 128
     neuron_units: int = 0
     layer_start_fraction: float = 1.0
     state_bits: int = 16
@@ -112,6 +120,7 @@ class Hardware:
     skip_silent_row_blocks: bool = False
     pooled_positions: bool = False
     state_memory_layers: int = 0
+    convert_empty_columns: bool = False
     description: str = ""
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -140,11 +149,17 @@ class Hardware:
 
     @property
     def clock(self) -> float:
-        """Clock period in ns: the explicit ``clock_ns`` or the ADC sensing time of the table."""
+        """Clock period in ns: the explicit ``clock_ns`` or the ADC sensing time of the table.
+
+        The sensing time at ``reference_size`` is scaled to the crossbar size by the measured
+        ``clock_size_factor`` where the table has the size, else by ``clock_size_exponent``.
+        """
         if self.clock_ns is not None:
             return self.clock_ns
         tech = self.technology
-        scale = (self.crossbar_size / tech.reference_size) ** tech.clock_size_exponent
+        scale = tech.clock_size_factor.get(self.crossbar_size)
+        if scale is None:
+            scale = (self.crossbar_size / tech.reference_size) ** tech.clock_size_exponent
         return tech.adc_clock_ns[self.adc_bits] * scale
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +186,6 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "timing": {
         "schedule": "schedule", "clock_ns": "clock_ns",
         "crossbar_concurrency": "crossbar_concurrency",
-        "read_overhead_cycles": "read_overhead_cycles", "input_bus_bits": "input_bus_bits",
         "neuron_units": "neuron_units",
         "layer_start_fraction": "layer_start_fraction",
     },
@@ -180,10 +194,14 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "reuse_static_input": "reuse_static_input", "default_spike_rate": "default_spike_rate",
         "skip_silent_row_blocks": "skip_silent_row_blocks",
     },
-    "compat": {"pooled_positions": "pooled_positions", "state_memory_layers": "state_memory_layers"},
+    "compat": {
+        "pooled_positions": "pooled_positions", "state_memory_layers": "state_memory_layers",
+        "convert_empty_columns": "convert_empty_columns",
+    },
 }
 _TOP_LEVEL = {"name", "description", "technology", "sources", *_SECTIONS}
 _ADC_TABLES = ("adc_area_um2", "adc_conversion_pj", "adc_clock_ns")
+_SIZE_TABLES = ("clock_size_factor",)
 
 
 def list_presets() -> list[str]:
@@ -280,7 +298,9 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
         raise ConfigError(
             f"{origin}: unknown key 'technology.{unknown[0]}'; allowed: {', '.join(sorted(fields))}"
         )
-    missing = sorted(set(fields) - set(raw))
+    optional = {name for name, f in fields.items() if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}
+    missing = sorted(set(fields) - set(raw) - optional)
     if missing:
         raise ConfigError(f"{origin}: technology.{missing[0]} is missing")
     values: dict[str, Any] = {}
@@ -295,6 +315,15 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
                     raise ConfigError(f"{origin}: {key} has key {bits!r}; keys are ADC bits (integers)")
                 table[int(bits)] = _number(number, f"{key}.{bits}", origin, positive=True)
             values[name] = table
+        elif name in _SIZE_TABLES:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: {key} must be a table of crossbar size -> number")
+            sizes: dict[int, float] = {}
+            for size, number in value.items():
+                if not str(size).isdigit():
+                    raise ConfigError(f"{origin}: {key} has key {size!r}; keys are crossbar sizes (integers)")
+                sizes[int(size)] = _number(number, f"{key}.{size}", origin, positive=True)
+            values[name] = sizes
         elif name in ("node_nm", "input_buffer_bits", "reference_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{origin}: {key}={value!r} must be an integer >= 0")
@@ -395,8 +424,6 @@ def _validate_hardware(hw: Hardware) -> None:
     if hw.clock_ns is not None:
         _real_in(hw, "clock_ns", 0.0, 1e6, open_low=True)
     _int_in(hw, "crossbar_concurrency", 0, 10**9)
-    _real_in(hw, "read_overhead_cycles", 0.0, 1e6)
-    _int_in(hw, "input_bus_bits", 1, 1 << 20)
     _int_in(hw, "neuron_units", 0, 10**9)
     _real_in(hw, "layer_start_fraction", 0.0, 1.0, open_low=True)
     _int_in(hw, "state_bits", 1, 64)
@@ -406,3 +433,4 @@ def _validate_hardware(hw: Hardware) -> None:
     _flag(hw, "skip_silent_row_blocks")
     _flag(hw, "pooled_positions")
     _int_in(hw, "state_memory_layers", 0, 10**6)
+    _flag(hw, "convert_empty_columns")

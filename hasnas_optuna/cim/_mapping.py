@@ -105,9 +105,10 @@ class LayerCounts(NamedTuple):
     Geometry: ``rows`` and ``cols`` are the weight matrix in cells, ``crossbars`` and
     ``adc_groups`` the crossbars and ADC-sharing groups it needs (before tiling and duplication).
     Actions: ``group_reads`` (one read of one ADC group for one input vector and bit plane),
-    ``conversions``, ``crossbar_cycles`` (one crossbar for one mux step), ``row_activations``
-    (active row x column pairs), ``adds`` (partial-sum additions), ``bits_in`` (im2col input
-    traffic), ``neuron_updates``, ``bits_out`` (output spikes after pooling).
+    ``conversions`` (ADC conversions), ``crossbar_cycles`` (one crossbar for one mux step),
+    ``row_activations`` (active row x column pairs), ``row_drives`` (active row x crossbar it
+    drives), ``adds`` (partial-sum additions), ``bits_in`` (im2col input traffic),
+    ``neuron_updates``, ``bits_out`` (output spikes after pooling).
     """
 
     rows: Any
@@ -122,6 +123,7 @@ class LayerCounts(NamedTuple):
     conversions: Any
     crossbar_cycles: Any
     row_activations: Any
+    row_drives: Any
     adds: Any
     bits_in: Any
     neuron_updates: Any
@@ -145,8 +147,9 @@ def count_layer(
 
     ``positions`` are the input vectors (output pixels) the crossbars evaluate, ``input_bits``
     the bit planes each vector is applied in (1 for spikes), ``bit_density`` the fraction of
-    active rows (the input spike rate, or 0.5 for analog bit planes). Every read converts all
-    columns of the crossbar, as NeuroSim and SpikeSim do, also those no weight occupies.
+    active rows (the input spike rate, or 0.5 for analog bit planes). A read converts the
+    columns that hold weights (NeuroSim), or every column of the crossbar with
+    ``convert_empty_columns`` (SpikeSim's ELA script).
     """
     size = hw.crossbar_size
     kk = kernel * kernel
@@ -183,9 +186,10 @@ def count_layer(
         crossbars_per_group=per_group,
         vectors=vectors,
         group_reads=reads,
-        conversions=reads * size,
+        conversions=reads * (size if hw.convert_empty_columns else cols_avg),
         crossbar_cycles=reads * per_group * hw.columns_per_adc,
         row_activations=vectors * crossbars * bit_density * rows_avg * cols_avg,
+        row_drives=vectors * bit_density * (kk * in_channels) * col_blocks,
         adds=vectors * out_channels * ops.floor_div(adc_groups, col_blocks) * row_passes,
         bits_in=vectors * kk * in_channels,
         neuron_updates=neurons,

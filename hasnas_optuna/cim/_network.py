@@ -45,6 +45,7 @@ class Layer:
     pool_after: int = 1
     spike_rate: float | None = None
     name: str = ""
+    bias: bool = False
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     _shape: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -53,7 +54,7 @@ class Layer:
         shape = (self.type, self.in_channels, self.out_channels, self.kernel_size, self.input_size,
                  self.stride, self.padding, self.pool_after)
         object.__setattr__(self, "_shape", shape)  # what the cost model's counts depend on
-        object.__setattr__(self, "_hash", hash((*shape, self.spike_rate, self.name)))
+        object.__setattr__(self, "_hash", hash((*shape, self.spike_rate, self.name, self.bias)))
 
     def __hash__(self) -> int:  # cached: layers are cache keys of the cost model
         return self._hash
@@ -71,19 +72,21 @@ class Layer:
         pool_after: int = 1,
         spike_rate: float | None = None,
         name: str = "",
+        bias: bool = False,
     ) -> Layer:
         """A 2-D convolution (square kernel) on a ``(height, width)`` input."""
         return cls(
             "conv", in_channels, out_channels, kernel_size, tuple(input_size),  # type: ignore[arg-type]
-            stride, padding, pool_after, spike_rate, name,
+            stride, padding, pool_after, spike_rate, name, bias,
         )
 
     @classmethod
     def linear(
-        cls, in_features: int, out_features: int, *, spike_rate: float | None = None, name: str = ""
+        cls, in_features: int, out_features: int, *, spike_rate: float | None = None, name: str = "",
+        bias: bool = False,
     ) -> Layer:
         """A fully connected layer."""
-        return cls("linear", in_features, out_features, spike_rate=spike_rate, name=name)
+        return cls("linear", in_features, out_features, spike_rate=spike_rate, name=name, bias=bias)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -100,8 +103,14 @@ class Layer:
 
     @property
     def params(self) -> int:
-        """Crossbar-mapped weights (no biases: they are folded into the neuron threshold)."""
+        """Crossbar-mapped weights."""
         return self.kernel_size * self.kernel_size * self.in_channels * self.out_channels
+
+    @property
+    def stored_values(self) -> int:
+        """Numbers the deployed layer stores: its weights, plus one bias per output channel if
+        ``bias`` (a conv with batch norm folded into it, or a linear layer with a bias)."""
+        return self.params + (self.out_channels if self.bias else 0)
 
     @property
     def neurons(self) -> int:
@@ -123,6 +132,8 @@ class Layer:
             }
             if self.pool_after != 1:
                 out["pool_after"] = self.pool_after
+        if self.bias:
+            out["bias"] = True
         if self.spike_rate is not None:
             out["spike_rate"] = self.spike_rate
         if self.name:
@@ -151,6 +162,7 @@ class Network:
     timesteps: int | None = None
     encoding: str = "direct"
     _params: int = field(default=0, init=False, repr=False, compare=False)
+    _stored: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -163,11 +175,17 @@ class Network:
             _check_int("timesteps", self.timesteps, 1)
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "_params", sum(layer.params for layer in self.layers))
+        object.__setattr__(self, "_stored", sum(layer.stored_values for layer in self.layers))
 
     @property
     def params(self) -> int:
         """Total crossbar-mapped weights."""
         return self._params
+
+    @property
+    def memory_params(self) -> int:
+        """Numbers the deployed network stores: weights plus per-channel biases (``Layer.bias``)."""
+        return self._stored
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Network:
@@ -233,9 +251,9 @@ def load_network(path: str | Path, *, allow_unknown: bool = False) -> Network | 
 
 _CONV_KEYS = {
     "type", "in_channels", "out_channels", "kernel_size", "input_size", "stride", "padding",
-    "pool_after", "spike_rate", "name",
+    "pool_after", "spike_rate", "name", "bias",
 }
-_LINEAR_KEYS = {"type", "in_features", "out_features", "spike_rate", "name"}
+_LINEAR_KEYS = {"type", "in_features", "out_features", "spike_rate", "name", "bias"}
 
 
 def _layer_from_dict(raw: Any, where: str) -> Layer:
@@ -250,6 +268,9 @@ def _layer_from_dict(raw: Any, where: str) -> Layer:
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name must be a string, got {name!r}")
     rate = raw.get("spike_rate")
+    bias = raw.get("bias", False)
+    if not isinstance(bias, bool):
+        raise ConfigError(f"{where}.bias={bias!r} must be true or false")
     if kind == "linear":
         _reject_unknown(raw, _LINEAR_KEYS, where)
         for key in ("in_features", "out_features"):
@@ -257,7 +278,8 @@ def _layer_from_dict(raw: Any, where: str) -> Layer:
                 raise ConfigError(f"{where}.{key} is missing (a linear layer needs it)")
         fields = {"in_channels": raw["in_features"], "out_channels": raw["out_features"]}
         _check_fields(fields, where, names={"in_channels": "in_features", "out_channels": "out_features"})
-        return Layer("linear", raw["in_features"], raw["out_features"], spike_rate=rate, name=name or where)
+        return Layer("linear", raw["in_features"], raw["out_features"], spike_rate=rate, name=name or where,
+                     bias=bias)
     _reject_unknown(raw, _CONV_KEYS, where)
     for key in ("in_channels", "out_channels", "kernel_size", "input_size"):
         if key not in raw:
@@ -270,7 +292,7 @@ def _layer_from_dict(raw: Any, where: str) -> Layer:
     return Layer(
         "conv", raw["in_channels"], raw["out_channels"], raw["kernel_size"],
         (size[0], size[1]), raw.get("stride", 1), raw.get("padding", 0),
-        raw.get("pool_after", 1), rate, name or where,
+        raw.get("pool_after", 1), rate, name or where, bias,
     )
 
 
