@@ -318,13 +318,12 @@ def fit_node(node: int, runs: Sequence[Run], counts: Mapping[str, Counts], tech:
             weights.append(weight)
     energy = dict(zip(ENERGY_CONSTANTS, _solve(rows, targets, weights), strict=True))
     # leakage: power per crossbar, from the totals (per-layer leakage sums to them)
-    # (layer by layer, a layer's crossbars leak while it runs: uW x ns = 1e-3 pJ)
+    # every allocated crossbar leaks for the whole latency (uW x ns = 1e-3 pJ)
     ratios = []
     for run in _fitted(runs, "energy"):
         c = counts[run.run_id]
-        times = [base + sum(latency[k] * c.latency[k][i] for k in LATENCY_CONSTANTS)
-                 for i, base in enumerate(c.latency_base)]
-        pj = 1e-3 * sum(n * t for n, t in zip(c.crossbars, times, strict=True))
+        latency_ns = sum(c.latency_base) + sum(latency[k] * sum(c.latency[k]) for k in LATENCY_CONSTANTS)
+        pj = 1e-3 * sum(c.crossbars) * latency_ns
         ratios.append(pj / (run.energy_leakage_uj * 1e6))
     leakage = {LEAKAGE_CONSTANT: sum(ratios) / sum(q * q for q in ratios)}  # least relative squares
     constants = {**area, **latency, **energy, **leakage}
@@ -381,10 +380,10 @@ def score(run: Run, network: Network, hw: Hardware) -> Score:
     layers_e: tuple[float, ...] = ()
     layers_l: tuple[float, ...] = ()
     if run.per_layer is not None:
-        model_e = _layer_energy(report)
-        leak = [1e6 * layer.energy_uj["leakage"] for layer in report.layers]
-        layers_e = tuple((e + lk) / (ref["read_dynamic_energy_pj"] + ref["leakage_energy_pj"]) - 1
-                         for e, lk, ref in zip(model_e, leak, run.per_layer, strict=True))
+        # per layer, dynamic energy: leakage is booked differently (NeuroSim: the chip's leakage power
+        # over each layer's time; the model: each layer's crossbars over the whole latency), same totals
+        layers_e = tuple(e / ref["read_dynamic_energy_pj"] - 1
+                         for e, ref in zip(_layer_energy(report), run.per_layer, strict=True))
         layers_l = tuple(1e6 * layer.latency_ms / ref["read_latency_ns"] - 1
                          for layer, ref in zip(report.layers, run.per_layer, strict=True))
     return Score(run, area / run.area_mm2 - 1, energy / run.energy_uj - 1, latency / run.latency_ms - 1,

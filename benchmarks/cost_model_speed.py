@@ -1,6 +1,7 @@
 """Cost-model speed: one ~20-layer network (median) and the vectorised batch path (networks/s).
 
 Run: python benchmarks/cost_model_speed.py [--networks 2000] [--batch 20000] [--instructions]
+     python benchmarks/cost_model_speed.py --against 6917fcd [--rounds 5]   (side by side with a release)
 
 The networks are distinct 20-layer SNASNet-shaped CIFAR networks (stem, 9 cell convs at C
 channels, reduction, 7 cell convs at 2C, two linear layers) with random channels and kernels.
@@ -18,15 +19,22 @@ import random
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _tree = os.environ.get("HASNAS_COST_MODEL_TREE")  # --measure in another checkout (--against)
+    sys.path.insert(0, _tree or str(Path(__file__).resolve().parent.parent))
 
 from hasnas_optuna.cim import Layer, Network, NetworkBatch, estimate_cost, estimate_costs, load_hardware
+
+ROOT = Path(__file__).resolve().parent.parent
+PREVIOUS_RELEASE = "6917fcd"
+"""The last commit before cost model v2 (issue 12): what the side-by-side comparison runs against."""
 
 
 def random_network(rng: random.Random) -> Network:
@@ -122,6 +130,39 @@ def instructions_per_network(networks: int = 300) -> dict[str, int]:
     return counts
 
 
+def measure(networks: int, batch_networks: int) -> dict[str, float]:
+    """Warm and cold single-network medians (us) and batch networks/s on neurosim-22nm, this process."""
+    rng = random.Random(0)
+    nets = [random_network(rng) for _ in range(networks)]
+    pool = [random_network(rng) for _ in range(batch_networks)]
+    return {"warm_us": single(nets, "neurosim-22nm", cold=False), "cold_us": single(nets, "neurosim-22nm", cold=True),
+            "batch_per_s": batch(pool, "neurosim-22nm")}
+
+
+def against(revision: str, *, networks: int, batch_networks: int, rounds: int) -> dict[str, dict[str, float]]:
+    """:func:`measure` for this tree and for ``revision`` (``git archive``), alternating, in fresh processes.
+
+    Returns the median over ``rounds`` of each number, keyed ``"this"`` and ``revision``.
+    """
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "hasnas_optuna"], check=True,
+                             capture_output=True).stdout
+    results: dict[str, list[dict[str, float]]] = {"this": [], revision: []}
+    with tempfile.TemporaryDirectory() as old_tree:
+        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+            tar.extractall(old_tree, filter="data")
+        trees = {"this": str(ROOT), revision: old_tree}
+        for r in range(rounds):
+            for name in (("this", revision) if r % 2 == 0 else (revision, "this")):
+                out = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--measure", "--networks", str(networks),
+                     "--batch", str(batch_networks)],
+                    check=True, capture_output=True, text=True,
+                    env={**os.environ, "HASNAS_COST_MODEL_TREE": trees[name]}).stdout
+                results[name].append(json.loads(out.strip().splitlines()[-1]))
+    return {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            for name, runs in results.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", type=int, default=2000)
@@ -129,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunking", action="store_true", help="only the chunk-size comparison, as JSON")
     parser.add_argument("--instructions", action="store_true",
                         help="only instructions per warm call, counted by valgrind's callgrind (needs valgrind)")
+    parser.add_argument("--against", metavar="REV", help="side by side with the cost model of a git revision")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of --against")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # one side of --against
     parser.add_argument("--passes", type=int, help=argparse.SUPPRESS)  # the inner runs of --instructions
     parser.add_argument("--preset", default="neurosim-22nm", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -138,6 +182,22 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(1 + args.passes):
             for net in nets:
                 estimate_cost(net, hw)
+        return
+    if args.measure:
+        import hasnas_optuna
+
+        assert str(Path(hasnas_optuna.__file__).resolve()).startswith(str(Path(sys.path[0]).resolve()))
+        print(json.dumps(measure(args.networks, args.batch)))
+        return
+    if args.against:
+        both = against(args.against, networks=args.networks, batch_networks=args.batch, rounds=args.rounds)
+        print(f"neurosim-22nm, median of {args.rounds} alternating rounds in fresh processes")
+        print(f"{'':<22} {'this tree':>12} {args.against:>12} {'speed-up':>9}")
+        for key, label, faster in (("warm_us", "single warm (us)", "lower"), ("cold_us", "single cold (us)", "lower"),
+                                   ("batch_per_s", "batch (networks/s)", "higher")):
+            new, old = both["this"][key], both[args.against][key]
+            ratio = old / new if faster == "lower" else new / old
+            print(f"{label:<22} {new:>12,.1f} {old:>12,.1f} {ratio:>8.2f}x")
         return
     if args.instructions:
         for preset, count in instructions_per_network(min(args.networks, 300)).items():

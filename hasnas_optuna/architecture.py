@@ -294,13 +294,13 @@ class Cell:
                 out.append(Layer.conv(
                     channels, channels, kernel_size=KERNELS[op], input_size=input_size,
                     padding=KERNELS[op] // 2, pool_after=output_pool if d == 3 else 1,
-                    name=f"{prefix}.e{k}.{op}",
+                    name=f"{prefix}.e{k}.{op}", bias=True,
                 ))
         for s, d, op in self.backward:
             if op in KERNELS:
                 out.append(Layer.conv(
                     channels, channels, kernel_size=KERNELS[op], input_size=input_size,
-                    padding=KERNELS[op] // 2, name=f"{prefix}.b{s}to{d}.{op}",
+                    padding=KERNELS[op] // 2, name=f"{prefix}.b{s}to{d}.{op}", bias=True,
                 ))
         return out
 
@@ -471,14 +471,17 @@ class Architecture:
     def to_network(self, name: str | None = None) -> Network:
         """The crossbar-mapped layers the cost model reads, one per conv/linear op.
 
+        Every conv stores a bias per output channel (its batch norm folded in, as the deployed
+        network and the NIR export store it), and so does ``fc_out``; ``fc_hidden`` has none.
+
         ``name`` defaults to ``"arch-"`` plus the first 12 characters of :meth:`key`.
         """
         c, h, w = self.input_shape
         width = self.channels
-        layers = [Layer.conv(c, width, kernel_size=3, input_size=(h, w), padding=1, name="stem")]
+        layers = [Layer.conv(c, width, kernel_size=3, input_size=(h, w), padding=1, name="stem", bias=True)]
         layers += self.cell_a.layers("cell_a", channels=width, input_size=(h, w))
         layers.append(Layer.conv(
-            width, 2 * width, kernel_size=3, input_size=(h, w), padding=1, pool_after=2, name="reduce"
+            width, 2 * width, kernel_size=3, input_size=(h, w), padding=1, pool_after=2, name="reduce", bias=True,
         ))
         half = (h // 2, w // 2)
         layers += self.cell_b.layers("cell_b", channels=2 * width, input_size=half, output_pool=2)
@@ -486,7 +489,7 @@ class Architecture:
         if self.hidden_features:
             layers.append(Layer.linear(flat, self.hidden_features, name="fc_hidden"))
             flat = self.hidden_features
-        layers.append(Layer.linear(flat, self.num_classes, name="fc_out"))
+        layers.append(Layer.linear(flat, self.num_classes, name="fc_out", bias=True))
         return Network(
             tuple(layers), name=name if name is not None else f"arch-{self.key()[:12]}",
             timesteps=self.timesteps, encoding=self.encoding,

@@ -273,6 +273,7 @@ def test_layer_list_of_a_fixed_architecture() -> None:
     #   fc_hidden 16*2*2 = 64 inputs (4x4 pooled 2x2) * 32  = 2,048
     #   fc_out    32*10                                     =   320
     #   total                                               = 13,640
+    # Stored biases (batch norm folded into each conv, and fc_out's): 8 + 5*8 + 16 + 6*16 + 10 = 170
     arch = fixed_architecture()
     net = arch.to_network()
     rows = [
@@ -301,7 +302,8 @@ def test_layer_list_of_a_fixed_architecture() -> None:
     assert (net.timesteps, net.encoding, net.name) == (4, "direct", f"arch-{arch.key()[:12]}")
     assert arch.to_network("mine").name == "mine"
     report = estimate_cost(net, load_hardware())
-    assert report.memory_params == 13_640 and report.energy_uj > 0 and report.latency_ms > 0
+    assert report.memory_params == 13_640 + 170 and report.energy_uj > 0 and report.latency_ms > 0
+    assert [layer.bias for layer in net.layers] == [True] * 13 + [False, True]
     assert "13,640 weights" in arch.summary() and "C=8 T=4 direct" in arch.summary()
 
 
@@ -326,3 +328,27 @@ def test_weightless_cells_give_the_bare_macro_network() -> None:
     cell = Cell(("skip", "avgpool3x3", "skip", "skip", "zero", "avgpool3x3"))
     net = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell).to_network()
     assert [layer.name for layer in net.layers] == ["stem", "reduce", "fc_out"]
+
+
+def test_memory_counts_what_the_exported_network_stores() -> None:
+    # the cost model's memory is the numbers the deployed network stores: every weight and bias
+    # of the NIR graph's Conv2d / Linear / Affine nodes (batch norm folded), on random networks
+    import nir
+
+    from hasnas_optuna.export import to_nir
+    from hasnas_optuna.network import build_network, release_neurons
+
+    rng = random.Random(3)
+    for _ in range(12):
+        cells = [Cell(tuple(rng.choice(OPS) for _ in EDGES)).repaired() for _ in range(2)]
+        arch = fixed_architecture(cell_a=cells[0], cell_b=cells[1], hidden_features=rng.choice([0, 16]),
+                                  channels=rng.choice([4, 8]))
+        net = build_network(arch)
+        graph = to_nir(net.eval())
+        stored = 0
+        for node in graph.nodes.values():
+            if isinstance(node, (nir.Conv2d, nir.Linear, nir.Affine)):
+                stored += node.weight.size + (np.size(node.bias) if hasattr(node, "bias") else 0)
+        assert arch.to_network().memory_params == stored
+        assert estimate_cost(arch.to_network(), load_hardware()).memory_params == stored
+        release_neurons(net)

@@ -34,9 +34,9 @@ def score_of(run_id: str) -> calibration.Score:
     return calibration.score(run, networks[run.network], calibration.chip_of(run))
 
 
-# Worst held-out error of the cross-validation at 22 and 32 nm (area 7.9 %, energy 13.5 %,
+# Worst held-out error of the cross-validation at 22 and 32 nm (area 7.9 %, energy 14.6 %,
 # latency 12.1 %), rounded up; at 65 nm (9 runs) the worst in-sample error of the fitted runs.
-TOTALS = {22: (0.08, 0.14, 0.13), 32: (0.08, 0.14, 0.13), 65: (0.06, 0.15, 0.17)}
+TOTALS = {22: (0.08, 0.15, 0.13), 32: (0.08, 0.15, 0.13), 65: (0.06, 0.10, 0.17)}
 
 
 @pytest.mark.parametrize("run_id", [i for i in run_ids() if i not in calibration.NOT_FITTED])
@@ -58,12 +58,12 @@ def test_the_run_left_out_of_the_energy_fit_is_still_scored() -> None:
 
 
 # Three shapes: 1x1-heavy with a stride-2 stem, 5x5 kernels (rows up to 1 600), linear only.
-# Held out, layers that carry >= 5 % of their run's energy (latency) are within 29 % (64 %) at
-# worst, 90 % of them within 11 % (9 %) (benchmarks/RESULTS.md); the worst are small linear layers.
-# Here: every such layer within that worst, and a network's median such layer within 12 %.
+# Held out, layers that carry >= 5 % of their run's dynamic energy (latency) are within 24 % (64 %)
+# at worst, 90 % of them within 9 % (9 %) (benchmarks/RESULTS.md); the worst are small linear
+# layers. Here: every such layer within that worst, and a network's median such layer within 12 %.
 PER_LAYER = ("mobile_pointwise__22nm_cb1_x128__s0.15", "cifar_k5__22nm_cb2_x128__s0.15",
              "mlp3__32nm_cb1_x128__s0.15", "mobile_pointwise__65nm_cb2_x128__s0.15")
-LAYER_WORST = {"energy": 0.30, "latency": 0.65}
+LAYER_WORST = {"energy": 0.25, "latency": 0.65}
 LAYER_TYPICAL = {"energy": 0.12, "latency": 0.12}
 
 

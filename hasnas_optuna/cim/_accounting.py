@@ -53,7 +53,6 @@ class LayerInputs(NamedTuple):
 def derive_inputs(
     hw: Hardware,
     ops: Any,
-    *,
     kernel: Any,
     in_channels: Any,
     out_channels: Any,
@@ -71,37 +70,32 @@ def derive_inputs(
 
     ``first_static`` marks the first layer of a direct-encoded network: it sees ``input_bits``
     bit planes of the analog image (half the bits set) and, with ``reuse_static_input``, runs once.
+    (Arguments are positional in the hot path: keyword binding costs more than the arithmetic.
+    Divisions go through ``ops``: NumPy's ``//`` on float arrays is several times slower.)
     """
-    out_h = ops.floor_div(input_h + 2 * padding - kernel, stride) + 1
-    out_w = ops.floor_div(input_w + 2 * padding - kernel, stride) + 1
+    floor_div = ops.floor_div
+    out_h = floor_div(input_h + 2 * padding - kernel, stride) + 1
+    out_w = floor_div(input_w + 2 * padding - kernel, stride) + 1
     if hw.pooled_positions:
-        positions, pool_area = ops.floor_div(out_h, pool) * ops.floor_div(out_w, pool), 1
+        positions, pool_area = floor_div(out_h, pool) * floor_div(out_w, pool), 1
     else:
         positions, pool_area = out_h * out_w, pool * pool
-    reuse = first_static if hw.reuse_static_input else 0
+    where = ops.where
     return LayerInputs(
-        kernel=kernel,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        positions=positions,
-        neurons=out_channels * positions,
-        pool_area=pool_area,
-        input_neurons=in_channels * input_h * input_w,
-        input_bits=ops.where(first_static, hw.input_bits, 1),
-        bit_density=ops.where(first_static, ANALOG_BIT_DENSITY, spike_rate),
-        spike_rate=spike_rate,
-        passes=ops.where(reuse, 1, timesteps),
-        state_counted=state_counted,
+        kernel, in_channels, out_channels, positions, out_channels * positions, pool_area,
+        in_channels * input_h * input_w,
+        where(first_static, hw.input_bits, 1),
+        where(first_static, ANALOG_BIT_DENSITY, spike_rate),
+        spike_rate,
+        where(first_static, 1, timesteps) if hw.reuse_static_input else timesteps,
+        state_counted,
     )
 
 
 def counts_of(hw: Hardware, ops: Any, x: LayerInputs) -> LayerCounts:
     """:func:`count_layer` for one :class:`LayerInputs`."""
-    return count_layer(
-        hw, ops, kernel=x.kernel, in_channels=x.in_channels, out_channels=x.out_channels,
-        positions=x.positions, neurons=x.neurons, pool_area=x.pool_area,
-        input_bits=x.input_bits, bit_density=x.bit_density,
-    )
+    return count_layer(hw, ops, x.kernel, x.in_channels, x.out_channels, x.positions, x.neurons, x.pool_area,
+                       x.input_bits, x.bit_density)
 
 
 class Allocation(NamedTuple):
@@ -120,32 +114,30 @@ def allocate(hw: Hardware, ops: Any, c: LayerCounts, tile_cells: Any, shared_til
     ``tile_cells`` is the NeuroSim floorplan's tile side (for ``tile_shape="auto"``);
     ``shared_tiles`` is (tiles of the chip / ADC groups of all layers) for shared tiles.
     """
+    ceil_div, floor_div = ops.ceil_div, ops.floor_div
     dup_fixed = hw.duplication
     dup: Any = 1 if dup_fixed is None else dup_fixed
     if hw.tile_shape is None:
-        crossbars_per_side = ops.floor_div(tile_cells, hw.crossbar_size)
-        tiles = ops.ceil_div(c.rows, tile_cells) * ops.ceil_div(dup * c.cols, tile_cells)
-        groups = tiles * crossbars_per_side * crossbars_per_side
+        per_side = floor_div(tile_cells, hw.crossbar_size)
+        tiles = ceil_div(c.rows, tile_cells) * ceil_div(dup * c.cols, tile_cells)
+        groups = tiles * per_side * per_side
         columns = tile_cells
         if dup_fixed is None:
-            dup = floorplan_copies(ops, c.rows, tile_cells, hw.crossbar_size) * floorplan_copies(
-                ops, c.cols, tile_cells, hw.crossbar_size)
+            size = hw.crossbar_size
+            dup = floorplan_copies(ops, c.rows, tile_cells, size) * floorplan_copies(ops, c.cols, tile_cells, size)
     else:
         tile_rows, tile_cols = hw.tile_shape
         columns = tile_cols * hw.crossbar_size
         if hw.tile_exclusive:
-            group_rows = ops.floor_div(c.adc_groups, c.col_blocks)
-            tiles = ops.ceil_div(group_rows, tile_rows) * ops.ceil_div(dup * c.col_blocks, tile_cols)
+            group_rows = floor_div(c.adc_groups, c.col_blocks)
+            tiles = ceil_div(group_rows, tile_rows) * ceil_div(dup * c.col_blocks, tile_cols)
             groups = tiles * tile_rows * tile_cols
             if dup_fixed is None:  # fill the allocated tiles
-                dup = ops.maximum(ops.floor_div(groups, c.adc_groups), 1)
+                dup = ops.maximum(floor_div(groups, c.adc_groups), 1)
         else:
             groups = dup * c.adc_groups * shared_tiles * tile_rows * tile_cols
             tiles = dup * c.adc_groups * shared_tiles
-    return Allocation(
-        crossbars=groups * c.crossbars_per_group, adc_groups=groups, tiles=tiles,
-        duplication=dup, tile_columns=columns,
-    )
+    return Allocation(groups * c.crossbars_per_group, groups, tiles, dup, columns)
 
 
 def floorplan_copies(ops: Any, extent: Any, tile_cells: Any, crossbar_size: int) -> Any:
@@ -160,10 +152,11 @@ def floorplan_copies(ops: Any, extent: Any, tile_cells: Any, crossbar_size: int)
         >>> floorplan_copies(SCALAR, 256, 1024, 128), floorplan_copies(SCALAR, 80, 1024, 128)
         (4, 8)
     """
-    pe = ops.floor_div(tile_cells, 2)
-    pe_copies = ops.where(extent > tile_cells, 1, ops.floor_div(tile_cells, ops.ceil_div(extent, pe) * pe))
+    ceil_div, floor_div = ops.ceil_div, ops.floor_div
+    pe = floor_div(tile_cells, 2)
+    pe_copies = ops.where(extent > tile_cells, 1, floor_div(tile_cells, ceil_div(extent, pe) * pe))
     part = ops.minimum(extent, pe)
-    return pe_copies * ops.floor_div(pe, ops.ceil_div(part, crossbar_size) * crossbar_size)
+    return pe_copies * floor_div(pe, ceil_div(part, crossbar_size) * crossbar_size)
 
 
 class LayerCosts(NamedTuple):
@@ -186,7 +179,64 @@ class LayerCosts(NamedTuple):
     state_bits: Any
     area_total: Any
     layer_time: Any
-    leakage_time: Any
+
+
+class _Constants(NamedTuple):
+    """Technology numbers combined with the knobs once per chip (the layer loop reads these)."""
+
+    read_ns: float
+    vector_output_ns: float
+    vector_row_ns: float
+    crossbar_area: float
+    adc_area_per_group: float
+    periphery_per_crossbar: float
+    tile_fixed: float
+    tile_per_column: float
+    lif_unit_area: float
+    state_bit_area: float
+    input_buffer_area: float
+    neuron_step_ns: float
+    row_activation: float
+    crossbar_cycle: float
+    row_drive: float
+    column_read: float
+    adc_conversion: float
+    read_accumulation: float
+    add: float
+    shift_add: float
+    neuron_update: float
+    read_neuron: float
+    read_movement: float
+    psum_hop: float
+    input_hop: float
+    leakage_per_crossbar: float
+    hops_per_tile_cell: float
+
+
+def constants_of(hw: Hardware) -> _Constants:
+    """:class:`_Constants` of a chip, memoised with the chip's other cached values."""
+    found = hw._cache.get("constants")
+    if found is None:
+        t = hw.technology
+        size = hw.crossbar_size
+        clock = hw.clock
+        found = hw._cache["constants"] = _Constants(
+            -(-size // hw.rows_per_read) * hw.columns_per_adc * clock,
+            t.vector_cycles_per_output * clock / hw.columns_per_weight,
+            t.vector_cycles_per_row * t.reference_size / size * clock,
+            size * size * t.cell_area_um2,
+            (size // hw.columns_per_adc) * t.adc_area_um2[hw.adc_bits],
+            size * t.periphery_um2_per_line + t.crossbar_fixed_um2,
+            t.tile_fixed_um2, t.tile_um2_per_column, t.neuron_unit_um2, t.state_bit_um2,
+            t.input_buffer_bits * t.state_bit_um2,
+            t.neuron_cycle_ns, t.row_activation_pj, t.crossbar_cycle_pj, t.row_drive_pj, t.column_read_pj,
+            t.adc_conversion_pj[hw.adc_bits], t.group_read_accumulation_pj, t.add_pj * hw.weight_bits / 8,
+            t.shift_add_pj, t.neuron_update_pj + 2 * hw.state_bits * t.state_bit_access_pj,
+            t.group_read_neuron_pj, t.group_read_interconnect_pj + t.group_read_buffer_pj,
+            t.psum_hop_pj, t.input_hop_pj, t.leakage_uw_per_crossbar * size / t.reference_size,
+            1 / (2 * size),
+        )
+    return found
 
 
 def layer_costs(
@@ -194,10 +244,9 @@ def layer_costs(
 ) -> LayerCosts:
     """Area, energy (without the chip-size-dependent wire term) and time of one layer.
 
-    Constants are grouped before they meet a count, so the batch path runs few array operations.
+    Constants are grouped once per chip (:func:`constants_of`), so a layer costs few operations.
     """
-    tech = hw.technology
-    size = hw.crossbar_size
+    k = constants_of(hw)
     lif_units = hw.neuron_units if hw.neuron_units > 0 else x.out_channels
     state_bits = x.neurons * hw.state_bits * x.state_counted
     passes = x.passes
@@ -205,67 +254,47 @@ def layer_costs(
     copies = c.adc_groups * a.duplication
     concurrency = hw.crossbar_concurrency
     parallel = copies if concurrency == 0 else ops.minimum(copies, concurrency)
-    clock = hw.clock
-    read_ns = -(-size // hw.rows_per_read) * hw.columns_per_adc * clock
     # buffer time per input vector: partial sums of the output channels of one column tile out,
     # the input rows of one row tile in (NeuroSim; docs/cost-model.md)
     side = a.tile_columns
-    vector_cycles = (
-        x.positions * (ops.minimum(c.cols, side) / hw.columns_per_weight) * tech.vector_cycles_per_output
-        + c.vectors * ops.minimum(c.rows, side) * (tech.vector_cycles_per_row * tech.reference_size / size)
+    minimum, ceil_div = ops.minimum, ops.ceil_div
+    crossbar_time = passes * (
+        ceil_div(x.positions * c.adc_groups, parallel) * x.input_bits * k.read_ns
+        + x.positions * minimum(c.cols, side) * k.vector_output_ns + c.vectors * minimum(c.rows, side) * k.vector_row_ns
     )
-    xbar_pass = ops.ceil_div(x.positions * c.adc_groups, parallel) * x.input_bits * read_ns + vector_cycles * clock
-    neuron_step = ops.ceil_div(x.neurons, lif_units) * tech.neuron_cycle_ns
-    crossbar_time = passes * xbar_pass
-    neuron_time = timesteps * neuron_step
-    crossbar_area = size * size * tech.cell_area_um2
-    area_arrays = a.crossbars * crossbar_area
-    area_adcs = a.adc_groups * ((size // hw.columns_per_adc) * tech.adc_area_um2[hw.adc_bits])
-    area_periphery = a.crossbars * (size * tech.periphery_um2_per_line + tech.crossbar_fixed_um2)
-    area_tiles = a.tiles * (tech.tile_fixed_um2 + tech.tile_um2_per_column * a.tile_columns)
-    area_neurons = lif_units * tech.neuron_unit_um2 + (
-        state_bits + x.input_neurons * tech.input_buffer_bits
-    ) * tech.state_bit_um2
+    neuron_time = timesteps * ceil_div(x.neurons, lif_units) * k.neuron_step_ns
+    area_arrays = a.crossbars * k.crossbar_area
+    area_adcs = a.adc_groups * k.adc_area_per_group
+    area_periphery = a.crossbars * k.periphery_per_crossbar
+    area_tiles = a.tiles * (k.tile_fixed + k.tile_per_column * side)
+    area_neurons = lif_units * k.lif_unit_area + state_bits * k.state_bit_area + x.input_neurons * k.input_buffer_area
     # crossbar hops across a PE (half a tile side): partial sums out, input bits in
-    hops = side / (2 * size)
-    psum_hops = x.positions * x.out_channels * ops.ceil_div(c.rows, side) * hops
-    input_hops = c.bits_in * c.col_blocks * hops
-    layer_time = (
-        ops.maximum(crossbar_time, neuron_time) if hw.schedule == "neuron_serial"
-        else crossbar_time + neuron_time
-    )
+    hops = side * k.hops_per_tile_cell
+    reads = c.group_reads
+    conversions = c.conversions
+    layer_time = ops.maximum(crossbar_time, neuron_time) if hw.schedule == "neuron_serial" else (
+        crossbar_time + neuron_time)
     return LayerCosts(
-        area_arrays=area_arrays,
-        area_adcs=area_adcs,
-        area_periphery=area_periphery,
-        area_tiles=area_tiles,
-        area_neurons=area_neurons,
-        energy_arrays=passes * (
-            c.row_activations * tech.row_activation_pj + c.crossbar_cycles * tech.crossbar_cycle_pj
-            + c.row_drives * tech.row_drive_pj + c.conversions * tech.column_read_pj
-        ),
-        energy_adcs=passes * c.conversions * tech.adc_conversion_pj[hw.adc_bits],
-        energy_accumulation=passes * (
-            c.group_reads * tech.group_read_accumulation_pj
-            + c.adds * (tech.add_pj * hw.weight_bits / 8)
-            + c.conversions * tech.shift_add_pj
-        ),
-        energy_neurons=timesteps * c.neuron_updates * (
-            tech.neuron_update_pj + 2 * hw.state_bits * tech.state_bit_access_pj
-        ) + passes * c.group_reads * tech.group_read_neuron_pj,
-        energy_fixed_movement=passes * (
-            c.group_reads * (tech.group_read_interconnect_pj + tech.group_read_buffer_pj)
-            + psum_hops * tech.psum_hop_pj + input_hops * tech.input_hop_pj
-        ),
-        bits_moved=passes * c.bits_in + timesteps * c.bits_out,
-        crossbar_time=crossbar_time,
-        neuron_time=neuron_time,
-        leakage_uw=a.crossbars * (tech.leakage_uw_per_crossbar * size / tech.reference_size),
-        state_bits=state_bits,
-        area_total=area_arrays + area_adcs + area_periphery + area_tiles + area_neurons,
-        layer_time=layer_time,
-        # layer by layer, a layer's crossbars leak while it runs (NeuroSim); otherwise all the time
-        leakage_time=layer_time if hw.schedule == "sequential" else None,
+        area_arrays,
+        area_adcs,
+        area_periphery,
+        area_tiles,
+        area_neurons,
+        passes * (c.row_activations * k.row_activation + c.crossbar_cycles * k.crossbar_cycle
+                  + c.row_drives * k.row_drive + conversions * k.column_read),  # arrays
+        passes * conversions * k.adc_conversion,  # ADCs
+        passes * (reads * k.read_accumulation + c.adds * k.add + conversions * k.shift_add),  # accumulation
+        timesteps * c.neuron_updates * k.neuron_update + passes * reads * k.read_neuron,  # neurons
+        passes * (reads * k.read_movement + hops * (  # buffers and interconnect, but the wires' share
+            x.positions * x.out_channels * ceil_div(c.rows, side) * k.psum_hop
+            + c.bits_in * c.col_blocks * k.input_hop)),
+        passes * c.bits_in + timesteps * c.bits_out,
+        crossbar_time,
+        neuron_time,
+        a.crossbars * k.leakage_per_crossbar,
+        state_bits,
+        area_arrays + area_adcs + area_periphery + area_tiles + area_neurons,
+        layer_time,
     )
 
 
@@ -307,7 +336,7 @@ def chip_totals(
 
 def energy_parts(cost: LayerCosts, chip: ChipTotals) -> tuple[Any, ...]:
     """Elementwise: one layer's energy per component (pJ), in :data:`ENERGY_PARTS` order."""
-    latency_ns = chip.latency_ms * NS_PER_MS if cost.leakage_time is None else cost.leakage_time
+    latency_ns = chip.latency_ms * NS_PER_MS
     return (
         cost.energy_arrays,
         cost.energy_adcs,
@@ -350,7 +379,6 @@ class _Placed(NamedTuple):
     fixed_energy: float  # pJ, everything but the wires' share and leakage
     bits_moved: float
     leakage_uw: float
-    leakage_fj: float | None  # leakage while the layer runs (sequential schedule), else None
     layer_time: float
 
 
@@ -437,7 +465,7 @@ def estimate_cost(
     )
     context = (tile_cells, shared)
     placed: list[_Placed] = []
-    area = dynamic = bits = leak_uw = leak_fj = 0.0
+    area = dynamic = bits = leak_uw = 0.0
     times: list[float] = []
     for entry in entries:
         p = entry.placed.get(context)
@@ -446,16 +474,15 @@ def estimate_cost(
                 entry.placed.clear()
             a = allocate(hardware, SCALAR, entry.counts, tile_cells, shared)
             cost = layer_costs(hardware, SCALAR, entry.inputs, entry.counts, a, steps)
-            fixed = sum(energy_parts(cost, ChipTotals(0.0, 0.0, 0.0))[:-1])
-            leak = None if cost.leakage_time is None else cost.leakage_uw * cost.leakage_time
+            fixed = (cost.energy_arrays + cost.energy_adcs + cost.energy_accumulation + cost.energy_neurons
+                     + cost.energy_fixed_movement)  # every part but the wires' share and leakage
             p = entry.placed[context] = _Placed(a, cost, cost.area_total, fixed, cost.bits_moved, cost.leakage_uw,
-                                                leak, cost.layer_time)
+                                                cost.layer_time)
         placed.append(p)
         area += p.area
         dynamic += p.fixed_energy
         bits += p.bits_moved
         leak_uw += p.leakage_uw
-        leak_fj += p.leakage_fj or 0.0
         times.append(p.layer_time)
     chip = chip_totals(hardware, SCALAR, _Columns([area], times), steps)
     latency_ns = chip.latency_ms * NS_PER_MS
@@ -464,7 +491,7 @@ def estimate_cost(
         memory_params=network.memory_params, weight_bits=hardware.weight_bits,
         area_mm2=chip.area_mm2, latency_ms=chip.latency_ms,
         energy_dynamic_uj=(dynamic + bits * chip.energy_per_bit_pj) / PJ_PER_UJ,
-        energy_leakage_uj=(leak_fj if hardware.schedule == "sequential" else leak_uw * latency_ns) * 1e-3 / PJ_PER_UJ,
+        energy_leakage_uj=leak_uw * latency_ns * 1e-3 / PJ_PER_UJ,
         layer_builder=lambda: _layer_costs(network, hardware, entries, placed, chip),
     )
 

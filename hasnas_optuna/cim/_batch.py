@@ -87,9 +87,12 @@ class NetworkBatch:
             raise ConfigError("spike_rate must be in [0, 1] (or NaN for the default)")
 
     def select(self, rows: slice | np.ndarray) -> NetworkBatch:
-        """The networks at ``rows`` (a slice or an index array) as a new batch."""
-        arrays = {name: getattr(self, name)[rows] for name in (*_FIELDS, "spike_rate", "mask", "bias")}
-        return NetworkBatch(**arrays, encoding=self.encoding)
+        """The networks at ``rows`` (a slice or an index array) as a new batch (checked already)."""
+        part = object.__new__(NetworkBatch)
+        for name in (*_FIELDS, "spike_rate", "mask", "bias"):
+            object.__setattr__(part, name, getattr(self, name)[rows])
+        object.__setattr__(part, "encoding", self.encoding)
+        return part
 
     @property
     def size(self) -> int:

@@ -63,11 +63,13 @@ class _ArrayOps:
 
     @staticmethod
     def ceil_div(a: Any, b: Any) -> Any:
-        return np.ceil(np.divide(a, b))
+        quotient = np.divide(a, b)
+        return np.ceil(quotient, out=quotient) if isinstance(quotient, np.ndarray) else np.ceil(quotient)
 
     @staticmethod
     def floor_div(a: Any, b: Any) -> Any:
-        return np.floor(np.divide(a, b))
+        quotient = np.divide(a, b)
+        return np.floor(quotient, out=quotient) if isinstance(quotient, np.ndarray) else np.floor(quotient)
 
     @staticmethod
     def total(values: Any) -> Any:
@@ -133,7 +135,6 @@ class LayerCounts(NamedTuple):
 def count_layer(
     hw: Hardware,
     ops: Any,
-    *,
     kernel: Any,
     in_channels: Any,
     out_channels: Any,
@@ -151,15 +152,18 @@ def count_layer(
     columns that hold weights (NeuroSim), or every column of the crossbar with
     ``convert_empty_columns`` (SpikeSim's ELA script).
     """
+    ceil_div = ops.ceil_div
     size = hw.crossbar_size
     kk = kernel * kernel
-    split = hw.mapping == "kernel_split"
-    rows_per_group = in_channels if split else kk * in_channels
-    kernel_groups = kk if split else 1
-    group_row_blocks = ops.ceil_div(rows_per_group, size)
+    rows = kk * in_channels
+    if hw.mapping == "kernel_split":
+        rows_per_group, kernel_groups = in_channels, kk
+    else:
+        rows_per_group, kernel_groups = rows, 1
+    group_row_blocks = ceil_div(rows_per_group, size)
     row_blocks = kernel_groups * group_row_blocks
     cols = hw.columns_per_weight * out_channels
-    col_blocks = ops.ceil_div(cols, size)
+    col_blocks = ceil_div(cols, size)
     crossbars = row_blocks * col_blocks
     if hw.analog_kernel_accumulation:
         adc_groups = group_row_blocks * col_blocks
@@ -176,24 +180,25 @@ def count_layer(
         # a read of rows_per_read rows is skipped when none of them carries a spike
         rows_read = ops.minimum(rows_avg, hw.rows_per_read) * per_group
         reads = reads * (1.0 - (1.0 - bit_density) ** rows_read)
+    active_rows = vectors * bit_density * rows
     return LayerCounts(
-        rows=kk * in_channels,
-        cols=cols,
-        row_blocks=row_blocks,
-        col_blocks=col_blocks,
-        crossbars=crossbars,
-        adc_groups=adc_groups,
-        crossbars_per_group=per_group,
-        vectors=vectors,
-        group_reads=reads,
-        conversions=reads * (size if hw.convert_empty_columns else cols_avg),
-        crossbar_cycles=reads * per_group * hw.columns_per_adc,
-        row_activations=vectors * crossbars * bit_density * rows_avg * cols_avg,
-        row_drives=vectors * bit_density * (kk * in_channels) * col_blocks,
-        adds=vectors * out_channels * ops.floor_div(adc_groups, col_blocks) * row_passes,
-        bits_in=vectors * kk * in_channels,
-        neuron_updates=neurons,
-        bits_out=neurons / pool_area,
+        rows,
+        cols,
+        row_blocks,
+        col_blocks,
+        crossbars,
+        adc_groups,
+        per_group,
+        vectors,
+        reads,
+        reads * (size if hw.convert_empty_columns else cols_avg),  # conversions
+        reads * per_group * hw.columns_per_adc,  # crossbar cycles
+        active_rows * cols,  # row activations: active row x column
+        active_rows * col_blocks,  # row drives: active row x crossbar it spans
+        vectors * out_channels * ops.floor_div(adc_groups, col_blocks) * row_passes,  # adds
+        vectors * rows,  # bits in
+        neurons,
+        neurons / pool_area,  # bits out
     )
 
 
