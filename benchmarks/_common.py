@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import statistics
+import subprocess
+import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TREE_VARIABLE = "HASNAS_COST_MODEL_TREE"
+"""Set to a folder holding another ``hasnas_optuna`` to run a benchmark's inner process on it."""
+
+
+@contextmanager
+def release_tree(revision: str) -> Iterator[str]:
+    """A temporary folder with ``hasnas_optuna`` as it was at a git revision (``git archive``).
+
+    A benchmark runs its inner process with ``HASNAS_COST_MODEL_TREE`` set to this folder to
+    measure that release side by side with the working tree.
+    """
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "hasnas_optuna"], check=True,
+                             capture_output=True).stdout
+    with tempfile.TemporaryDirectory() as tree:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+        yield tree
 
 
 def cpu_model() -> str:

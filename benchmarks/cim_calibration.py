@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/cim_calibration.py`` prints the constants, the in-sample fit and the
 leave-one-network-out cross-validation; ``--write`` also writes the constants into
-``hasnas_optuna/cim/presets/neurosim-*.toml`` with a source line each. The runs are in
+``hasnas_optuna/cim/presets/neurosim-*.toml`` with a source line each; ``--against REV`` also
+scores the cost model of a git revision (its presets as they were) on the same runs. The runs are in
 ``benchmarks/data/neurosim_v14_runs.json`` (80 runs of 14 networks with per-layer outputs, and 9
 earlier runs of snn4m and vgg9conv with totals only).
 
@@ -32,8 +33,10 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +46,13 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    _tree = os.environ.get("HASNAS_COST_MODEL_TREE")  # --score-only on another release (--against)
+    if _tree:
+        sys.path.insert(0, _tree)
+
+from benchmarks._common import TREE_VARIABLE, release_tree
 from hasnas_optuna.cim import CostReport, Hardware, Network, Technology, estimate_cost, load_hardware
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -423,6 +433,16 @@ def cross_validate(networks: Mapping[str, Network], runs: Sequence[Run],
     return scores
 
 
+def score_release(revision: str, runs: Sequence[Run]) -> list[Score]:
+    """Scores of another release's cost model (its own presets) on ``runs``, from a fresh process."""
+    with release_tree(revision) as tree:
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--score-only"], check=True,
+                             capture_output=True, text=True, env={**os.environ, TREE_VARIABLE: tree}).stdout
+    by_id = {r.run_id: r for r in runs}
+    return [Score(by_id[run_id], area, energy, latency)
+            for run_id, area, energy, latency in json.loads(out.strip().splitlines()[-1])]
+
+
 def summary(scores: Iterable[Score], quantity: str) -> tuple[int, float, float, str]:
     """(runs, median |error|, worst error, worst run) for one quantity."""
     items = [(getattr(s, quantity), s.run.run_id) for s in scores]
@@ -438,7 +458,9 @@ def table(scores: Sequence[Score], title: str) -> list[str]:
     groups: list[tuple[str, Callable[[Score], bool]]] = [
         ("22 and 32 nm (targets)", lambda s: s.run.node in (22, 32)),
         ("22 nm", lambda s: s.run.node == 22), ("32 nm", lambda s: s.run.node == 32),
-        ("65 nm", lambda s: s.run.node == 65), ("crossbar 64", lambda s: s.run.xbar == 64),
+        ("65 nm", lambda s: s.run.node == 65),
+        ("65 nm, fitted runs", lambda s: s.run.node == 65 and s.run.run_id not in NOT_FITTED),
+        ("crossbar 64", lambda s: s.run.xbar == 64),
         ("2-bit cells", lambda s: s.run.cell_bits == 2), ("all", lambda s: True),
     ]
     for label, keep in groups:
@@ -548,8 +570,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the fitted constants into the presets")
     parser.add_argument("--no-cv", action="store_true", help="skip the leave-one-network-out cross-validation")
+    parser.add_argument("--against", metavar="REV", help="also score the cost model of a git revision")
+    parser.add_argument("--score-only", action="store_true", help=argparse.SUPPRESS)  # inner run of --against
     args = parser.parse_args(argv)
     networks, runs = load_runs()
+    if args.score_only:  # this process may run another release's hasnas_optuna: use only its public API
+        print(json.dumps([[s.run.run_id, s.area, s.energy, s.latency]
+                          for s in (score(r, networks[r.network], chip_of(r)) for r in runs)]))
+        return 0
     counts = all_counts(networks, runs)
     fits = fit_all(networks, runs, counts=counts)
     for node, fit in fits.items():
@@ -565,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_sample = [score(r, networks[r.network], fitted_chip(r, fits)) for r in runs]
     print()
     print("\n".join(table(in_sample, f"In sample: all {len(runs)} runs, fitted on all of them")))
+    if args.against:
+        print()
+        print("\n".join(table(score_release(args.against, runs), f"The cost model of {args.against} on the same runs")))
     if not args.no_cv:
         held_out = cross_validate(networks, runs, counts)
         print()

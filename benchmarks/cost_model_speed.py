@@ -19,20 +19,20 @@ import random
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 if __package__ in (None, ""):
-    _tree = os.environ.get("HASNAS_COST_MODEL_TREE")  # --measure in another checkout (--against)
-    sys.path.insert(0, _tree or str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _tree = os.environ.get("HASNAS_COST_MODEL_TREE")  # --measure on another release (--against)
+    if _tree:
+        sys.path.insert(0, _tree)
 
+from benchmarks._common import ROOT, TREE_VARIABLE, release_tree
 from hasnas_optuna.cim import Layer, Network, NetworkBatch, estimate_cost, estimate_costs, load_hardware
 
-ROOT = Path(__file__).resolve().parent.parent
 PREVIOUS_RELEASE = "6917fcd"
 """The last commit before cost model v2 (issue 12): what the side-by-side comparison runs against."""
 
@@ -144,20 +144,15 @@ def against(revision: str, *, networks: int, batch_networks: int, rounds: int) -
 
     Returns the median over ``rounds`` of each number, keyed ``"this"`` and ``revision``.
     """
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "hasnas_optuna"], check=True,
-                             capture_output=True).stdout
     results: dict[str, list[dict[str, float]]] = {"this": [], revision: []}
-    with tempfile.TemporaryDirectory() as old_tree:
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
-            tar.extractall(old_tree, filter="data")
+    with release_tree(revision) as old_tree:
         trees = {"this": str(ROOT), revision: old_tree}
         for r in range(rounds):
             for name in (("this", revision) if r % 2 == 0 else (revision, "this")):
                 out = subprocess.run(
                     [sys.executable, str(Path(__file__).resolve()), "--measure", "--networks", str(networks),
                      "--batch", str(batch_networks)],
-                    check=True, capture_output=True, text=True,
-                    env={**os.environ, "HASNAS_COST_MODEL_TREE": trees[name]}).stdout
+                    check=True, capture_output=True, text=True, env={**os.environ, TREE_VARIABLE: trees[name]}).stdout
                 results[name].append(json.loads(out.strip().splitlines()[-1]))
     return {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             for name, runs in results.items()}
@@ -186,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.measure:
         import hasnas_optuna
 
-        assert str(Path(hasnas_optuna.__file__).resolve()).startswith(str(Path(sys.path[0]).resolve()))
+        expected = os.environ.get(TREE_VARIABLE, str(ROOT))
+        assert str(Path(hasnas_optuna.__file__).resolve()).startswith(str(Path(expected).resolve()))
         print(json.dumps(measure(args.networks, args.batch)))
         return
     if args.against:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
@@ -138,20 +138,43 @@ class HardwareAwareSampler(BaseSampler):
         self._preferred: list[Candidate] = []
         self._ranked_attrs: dict[str, dict[str, Any]] = {}
         self._base_space: dict[str, BaseDistribution] | None = None  # the base's relative space, per trial
+        self._others: dict[str, BaseDistribution] = {}  # parameters outside the space, per trial
+        self._extra: dict[str, Any] | None = None  # the base's first values for them, per trial
 
     # -- Optuna's sampler interface -------------------------------------------------------------
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return dict(self._distributions)
+        """The space's parameters (chosen together, by this sampler), and the base's relative space
+        for any other parameter the objective suggests."""
+        space = {name: dist for name, dist in self._distributions.items() if not dist.single()}
+        for name, dist in self.base.infer_relative_search_space(study, trial).items():
+            space.setdefault(name, dist)
+        return space
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if not search_space:
-            return {}
+        """The space's parameters in ``search_space`` from one chosen candidate; the others from the base.
+
+        Returns only names in ``search_space`` (so it works inside Optuna's ``PartialFixedSampler``;
+        a parameter of the space fixed there is chosen without knowing its fixed value, so the
+        budgets are checked with the value the candidate had). The base proposes the other
+        parameters in the same ``sample_relative`` call as the space's, as one joint sample.
+        """
+        others = {name: dist for name, dist in search_space.items() if name not in self._distributions}
+        if len(others) == len(search_space):
+            params = self.base.sample_relative(study, trial, others) if others else {}
+        else:
+            params = self._claim(study, trial, others)
+        return {name: value for name, value in params.items() if name in search_space}
+
+    def _claim(self, study: Study, trial: FrozenTrial, others: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """Choose the trial's candidate and claim its key in the storage (see the module docstring);
+        with the base's values for ``others``, the parameters outside the space."""
         storage = study._storage
         with self._lock:
             self._base_space = None
+            self._others, self._extra = others, None
             lost: set[str] = set()
             for attempt in range(_CLAIMS):
                 seen = (self._seen_keys(study, trial) | lost) if self.deduplicate else set()
@@ -172,6 +195,9 @@ class HardwareAwareSampler(BaseSampler):
             write_user_attrs(storage, trial._trial_id, {
                 CONFIRMED_ATTR: True, "sampler/outcome": outcome, "sampler/rejected": rejected,
                 **(self._ranked_attrs.get(key, {}) if outcome == "ranked" else {})})
+            if others and outcome != "base":  # the base's first proposal of this trial, or a new one
+                extra = self._extra if self._extra is not None else self._from_base(study, trial)
+                params.update((name, extra[name]) for name in others if name in extra)
         return params
 
     # -- candidates outside trials ----------------------------------------------------------------
@@ -301,28 +327,24 @@ class HardwareAwareSampler(BaseSampler):
     def _from_base(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
         if self._base_space is None:  # once per trial: it reads every trial of the study
             space = self.base.infer_relative_search_space(study, trial)
-            self._base_space = {k: v for k, v in space.items() if k in self._distributions}
+            self._base_space = {k: v for k, v in space.items()
+                                if (k in self._distributions and not v.single()) or k in self._others}
         relative_space = self._base_space
-        # called even with an empty space: GA samplers assign the trial's generation here
+        # called even with an empty space: GA samplers assign the trial's generation here; one
+        # space per trial, others included (Optuna's GPSampler caches per space)
         params = dict(self.base.sample_relative(study, trial, relative_space))
+        if self._extra is None:
+            self._extra = {name: params[name] for name in self._others if name in params}
         for name, dist in self._distributions.items():
-            if name not in params or not _within(dist, params[name]):
+            if dist.single():  # as Optuna's Trial does: a one-value range is never asked of a sampler
+                params[name] = _single_value(dist)
+            elif name not in params or not _within(dist, params[name]):
                 params[name] = self.base.sample_independent(study, trial, name, dist)
         return params
 
     def _random(self, rng: np.random.RandomState | None = None) -> dict[str, Any]:
         rng = self._rng if rng is None else rng
-        params: dict[str, Any] = {}
-        for name, dist in self._distributions.items():
-            if isinstance(dist, CategoricalDistribution):
-                params[name] = dist.choices[rng.randint(len(dist.choices))]
-            else:
-                low, high = dist.low, dist.high  # type: ignore[attr-defined]
-                if getattr(dist, "log", False):
-                    params[name] = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-                else:
-                    params[name] = float(rng.uniform(low, high))
-        return params
+        return {name: _uniform(dist, rng) for name, dist in self._distributions.items()}
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
         """The cheapest variant of ``params`` (see the module docstring)."""
@@ -400,6 +422,31 @@ def failed_on_its_own(trial: FrozenTrial) -> bool:
 
 def _number(value: Any) -> float:
     return float(value)
+
+
+def _single_value(dist: BaseDistribution) -> Any:
+    """The one value of a single-valued distribution, in its own type."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0]
+    return int(dist.low) if isinstance(dist, IntDistribution) else float(dist.low)  # type: ignore[attr-defined]
+
+
+def _uniform(dist: BaseDistribution, rng: np.random.RandomState) -> Any:
+    """A uniform draw from ``dist`` (log-uniform for log ranges), in the distribution's own type and grid."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[rng.randint(len(dist.choices))]
+    if dist.single():
+        return _single_value(dist)
+    if isinstance(dist, IntDistribution):
+        if dist.log:
+            return int(min(dist.high, max(dist.low, round(np.exp(rng.uniform(np.log(dist.low), np.log(dist.high)))))))
+        return int(dist.low + dist.step * rng.randint((dist.high - dist.low) // dist.step + 1))
+    assert isinstance(dist, FloatDistribution)
+    if dist.log:
+        return float(np.exp(rng.uniform(np.log(dist.low), np.log(dist.high))))
+    if dist.step is not None:
+        return float(min(dist.high, dist.low + dist.step * rng.randint(round((dist.high - dist.low) / dist.step) + 1)))
+    return float(rng.uniform(dist.low, dist.high))
 
 
 def _within(dist: BaseDistribution, value: Any) -> bool:

@@ -23,7 +23,7 @@ from hasnas_optuna.search_space import HardwareSpace
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = SearchSpace(channels=(4, 8, 16), hidden_features=(0, 32, 64), timesteps=(2, 4, 6))
 CHIP = load_hardware()
-BUDGETS = Budgets(memory=16000, area=5.8, latency=0.045, energy=0.05)  # rules out about half of SPACE
+BUDGETS = Budgets(memory=16000, area=5.3, latency=0.025, energy=0.045)  # rules out about half of SPACE
 
 BASES = {
     "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=6, seed=0),

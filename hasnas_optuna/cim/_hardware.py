@@ -307,23 +307,9 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
     for name, value in raw.items():
         key = f"technology.{name}"
         if name in _ADC_TABLES:
-            if not isinstance(value, Mapping) or not value:
-                raise ConfigError(f"{origin}: {key} must be a table of ADC bits -> number")
-            table: dict[int, float] = {}
-            for bits, number in value.items():
-                if not str(bits).isdigit():
-                    raise ConfigError(f"{origin}: {key} has key {bits!r}; keys are ADC bits (integers)")
-                table[int(bits)] = _number(number, f"{key}.{bits}", origin, positive=True)
-            values[name] = table
+            values[name] = _table(value, key, origin, "ADC bits", allow_empty=False)
         elif name in _SIZE_TABLES:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{origin}: {key} must be a table of crossbar size -> number")
-            sizes: dict[int, float] = {}
-            for size, number in value.items():
-                if not str(size).isdigit():
-                    raise ConfigError(f"{origin}: {key} has key {size!r}; keys are crossbar sizes (integers)")
-                sizes[int(size)] = _number(number, f"{key}.{size}", origin, positive=True)
-            values[name] = sizes
+            values[name] = _table(value, key, origin, "crossbar sizes", allow_empty=True)
         elif name in ("node_nm", "input_buffer_bits", "reference_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{origin}: {key}={value!r} must be an integer >= 0")
@@ -341,6 +327,18 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
         if not isinstance(text, str):
             raise ConfigError(f"{origin}: sources.{name} must be a text naming where the number comes from")
     return Technology(**values, sources=dict(sources))
+
+
+def _table(value: Any, key: str, origin: str, keys: str, *, allow_empty: bool) -> dict[int, float]:
+    """A TOML table of integer keys (ADC bits, crossbar sizes) -> positive numbers."""
+    if not isinstance(value, Mapping) or not (value or allow_empty):
+        raise ConfigError(f"{origin}: {key} must be a table of {keys} -> number")
+    table: dict[int, float] = {}
+    for item, number in value.items():
+        if not str(item).isdigit():
+            raise ConfigError(f"{origin}: {key} has key {item!r}; keys are {keys} (integers)")
+        table[int(item)] = _number(number, f"{key}.{item}", origin, positive=True)
+    return table
 
 
 def _number(value: Any, key: str, origin: str, *, positive: bool = False) -> float:
