@@ -474,6 +474,7 @@ def trial_cost_report(study: optuna.Study, trial: FrozenTrial, *, artifact_store
 
     from hasnas_optuna.cim import estimate_cost, load_hardware
     from hasnas_optuna.dashboard import HARDWARE_ATTR
+    from hasnas_optuna.search_space import chip_with_knobs
 
     if artifact_store is not None and find_artifact(study, trial, COST_JSON) is not None:
         with tempfile.TemporaryDirectory(prefix="hasnas-cost-") as tmp:
@@ -486,7 +487,7 @@ def trial_cost_report(study: optuna.Study, trial: FrozenTrial, *, artifact_store
     chip = load_hardware(stored.get("preset", "neurosim-22nm"), **(stored.get("overrides") or {}))
     knobs = {key[3:]: value for key, value in trial.params.items() if key.startswith("hw/")}
     if knobs:
-        chip = chip.replace(**knobs)
+        chip = chip_with_knobs(chip, knobs)  # as the search built it (rows_per_read follows the crossbar)
     network = arch.to_network()
     rates = trial.user_attrs.get("spike_rates") or {}
     report = estimate_cost(network, chip, spike_rates=[rates.get(layer.name) for layer in network.layers])

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
 __all__ = [
-    "HardwareSpace", "SearchSpace", "architecture_from_params", "hardware_from_params",
+    "HardwareSpace", "SearchSpace", "architecture_from_params", "chip_with_knobs", "hardware_from_params",
     "suggest_architecture", "suggest_hardware",
 ]
 
@@ -61,6 +61,24 @@ HARDWARE_KNOBS = ("crossbar_size", "weight_bits", "bits_per_cell", "adc_bits")
 """Searchable chip knobs; each is a :class:`~hasnas_optuna.cim.Hardware` field of the same name."""
 USER_ATTR_KEY = "arch/key"
 USER_ATTR_REPAIRS = "arch/repairs"
+
+
+def chip_with_knobs(base: Hardware, knobs: Mapping[str, Any]) -> Hardware:
+    """``base`` with searched chip knobs set, ``rows_per_read`` kept consistent with the crossbar.
+
+    The one way a trial's chip is built from its ``hw/*`` values (search, export, report).
+
+    Example:
+        >>> from hasnas_optuna.cim import load_hardware
+        >>> chip_with_knobs(load_hardware(), {"crossbar_size": 256}).rows_per_read
+        256
+    """
+    changes = dict(knobs)
+    size = changes.get("crossbar_size", base.crossbar_size)
+    if "rows_per_read" not in changes:
+        full = base.rows_per_read == base.crossbar_size
+        changes["rows_per_read"] = size if full else min(base.rows_per_read, size)
+    return base.replace(**changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +119,7 @@ class HardwareSpace:
 
     def apply(self, base: Hardware, knobs: Mapping[str, Any]) -> Hardware:
         """``base`` with the given knobs set (and ``rows_per_read`` kept consistent)."""
-        changes = dict(knobs)
-        size = changes.get("crossbar_size", base.crossbar_size)
-        if "rows_per_read" not in changes:
-            full = base.rows_per_read == base.crossbar_size
-            changes["rows_per_read"] = size if full else min(base.rows_per_read, size)
-        return base.replace(**changes)
+        return chip_with_knobs(base, knobs)
 
     def check(self, base: Hardware) -> None:
         """Raise :class:`ConfigError` unless every combination of choices is a valid ``base`` chip."""

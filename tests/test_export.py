@@ -215,3 +215,31 @@ def test_user_errors_are_one_line(tiny: tuple[str, optuna.Study, Path], tmp_path
     empty = optuna.create_study(study_name="empty", storage=storage)
     with pytest.raises(ConfigError, match="no feasible trained trial yet; choose one with --trial N"):
         choose_trial(empty)
+
+
+@pytest.mark.parametrize("crossbar", [64, 256])
+def test_recomputed_cost_report_uses_the_chip_the_search_used(crossbar: int) -> None:
+    # a joint chip search's trial without a cost_report.json artifact: the report is rebuilt on the
+    # same chip the sampler and the objective costed (rows_per_read follows the crossbar size)
+    from optuna.distributions import CategoricalDistribution
+
+    from hasnas_optuna.cim import estimate_cost, load_hardware
+    from hasnas_optuna.dashboard import HARDWARE_ATTR
+    from hasnas_optuna.export import trial_cost_report
+    from hasnas_optuna.search_space import HardwareSpace, SearchSpace, hardware_from_params
+
+    space = SearchSpace(hardware=HardwareSpace())
+    arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=Cell.from_matrix("0302 0030 3003 0000"),
+                        cell_b=Cell.from_matrix("0302 0030 3003 0000"), channels=4)
+    knobs = {"hw/crossbar_size": crossbar, "hw/weight_bits": 6, "hw/bits_per_cell": 2, "hw/adc_bits": 4}
+    study = optuna.create_study()
+    study.set_user_attr(HARDWARE_ATTR, {"preset": "neurosim-22nm", "overrides": {}})
+    study.add_trial(optuna.trial.create_trial(
+        value=0.9, params=knobs, user_attrs={"architecture": arch.to_dict()},
+        distributions={k: CategoricalDistribution(getattr(HardwareSpace(), k[3:])) for k in knobs}))
+    searched = estimate_cost(arch.to_network(), hardware_from_params(knobs, space, load_hardware()))
+    report = trial_cost_report(study, study.trials[0])
+    assert report["hardware"] == "neurosim-22nm"
+    assert report["area_mm2"] == pytest.approx(searched.area_mm2, rel=1e-12)
+    assert report["energy_uj"] == pytest.approx(searched.energy_uj, rel=1e-12)
+    assert report["latency_ms"] == pytest.approx(searched.latency_ms, rel=1e-12)
