@@ -212,7 +212,7 @@ def test_hardware_knobs_give_chips_that_load_and_cost() -> None:
         assert {k: getattr(chip, k) for k in knobs} == {k[3:]: v for k, v in trial.params.items()}
         assert chip.rows_per_read == chip.crossbar_size  # the preset reads every row at once
         assert chip.technology == base.technology
-        assert estimate_cost(net, chip).memory_params == net.params
+        assert estimate_cost(net, chip).memory_params == net.memory_params
         seen.add(chip.crossbar_size)
         study.tell(trial, 0.0)
     assert seen == {64, 128, 256}
