@@ -31,7 +31,9 @@ class Technology:
     """Per-action energies (pJ), per-component areas (um^2) and timing (ns) of one technology.
 
     ``sources`` maps each field name to where its number comes from (see ``docs/cost-model.md``).
-    Tables keyed by ADC resolution (``adc_*``) map bits to a value.
+    Tables keyed by ADC resolution (``adc_*``) map bits to a value; ``clock_size_factor`` maps a
+    crossbar size to its measured clock relative to ``reference_size``. Terms after ``neuron_cycle_ns``
+    are optional (0 or empty when a file leaves them out).
     """
 
     node_nm: int
