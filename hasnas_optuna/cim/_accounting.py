@@ -24,7 +24,7 @@ from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, CostReport, Laye
 
 __all__ = [
     "LayerInputs", "allocate", "allocation_context", "chip_totals", "derive_inputs", "energy_parts",
-    "estimate_cost", "layer_costs",
+    "estimate_cost", "fixed_energy", "layer_costs",
 ]
 
 UM2_PER_MM2 = 1e6
@@ -347,6 +347,12 @@ def energy_parts(cost: LayerCosts, chip: ChipTotals) -> tuple[Any, ...]:
     )
 
 
+def fixed_energy(cost: LayerCosts) -> Any:
+    """Elementwise: a layer's energy (pJ) but the wires' share (it needs the chip area) and leakage."""
+    return (cost.energy_arrays + cost.energy_adcs + cost.energy_accumulation + cost.energy_neurons
+            + cost.energy_fixed_movement)
+
+
 def area_parts(cost: LayerCosts) -> tuple[Any, ...]:
     """Elementwise: one layer's area per component (um^2, before the layout factor)."""
     return (cost.area_arrays, cost.area_adcs, cost.area_periphery, cost.area_tiles, cost.area_neurons)
@@ -474,10 +480,8 @@ def estimate_cost(
                 entry.placed.clear()
             a = allocate(hardware, SCALAR, entry.counts, tile_cells, shared)
             cost = layer_costs(hardware, SCALAR, entry.inputs, entry.counts, a, steps)
-            fixed = (cost.energy_arrays + cost.energy_adcs + cost.energy_accumulation + cost.energy_neurons
-                     + cost.energy_fixed_movement)  # every part but the wires' share and leakage
-            p = entry.placed[context] = _Placed(a, cost, cost.area_total, fixed, cost.bits_moved, cost.leakage_uw,
-                                                cost.layer_time)
+            p = entry.placed[context] = _Placed(a, cost, cost.area_total, fixed_energy(cost), cost.bits_moved,
+                                                cost.leakage_uw, cost.layer_time)
         placed.append(p)
         area += p.area
         dynamic += p.fixed_energy

@@ -14,13 +14,14 @@ import numpy as np
 
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.cim._accounting import (
+    NS_PER_MS,
     PJ_PER_UJ,
     allocate,
     allocation_context,
     chip_totals,
     counts_of,
     derive_inputs,
-    energy_parts,
+    fixed_energy,
     layer_costs,
 )
 from hasnas_optuna.cim._hardware import Hardware
@@ -194,16 +195,15 @@ def _estimate_chunk(batch: NetworkBatch, hw: Hardware, steps: np.ndarray) -> Bat
     masked = MaskedArrayOps(mask)
     last = (mask.sum(axis=1) - 1).astype(np.int64)
     chip = chip_totals(hw, masked, cost, steps, last)
-    chip_col = type(chip)(*(value[:, None] for value in chip))
-    parts = energy_parts(cost, chip_col)
-    leakage = masked.total(parts[-1]) / PJ_PER_UJ
-    dynamic = masked.total(sum(parts[:-1])) / PJ_PER_UJ
-    weights = np.rint(masked.total(batch.kernel * batch.kernel * batch.in_channels * batch.out_channels))
-    biases = np.rint(masked.total(batch.bias * batch.out_channels))
-    weights, biases = weights.astype(np.int64), biases.astype(np.int64)
+    # as estimate_cost adds them up: the wires' share and leakage per network, not per layer
+    fixed = masked.total(fixed_energy(cost))
+    dynamic = (fixed + masked.total(cost.bits_moved) * chip.energy_per_bit_pj) / PJ_PER_UJ
+    leakage = masked.total(cost.leakage_uw) * (chip.latency_ms * NS_PER_MS) * 1e-3 / PJ_PER_UJ
+    stored = np.rint(masked.total(batch.out_channels * (batch.kernel * batch.kernel * batch.in_channels + batch.bias)))
+    stored = stored.astype(np.int64)
     return BatchCosts(
-        memory_params=weights + biases,
-        memory_bits=(weights + biases) * hw.weight_bits,
+        memory_params=stored,
+        memory_bits=stored * hw.weight_bits,
         area_mm2=np.asarray(chip.area_mm2, dtype=float),
         latency_ms=np.asarray(chip.latency_ms, dtype=float),
         energy_uj=dynamic + leakage,
