@@ -53,8 +53,7 @@ def _cost(args: argparse.Namespace) -> int:
     given = {"memory": args.max_params, "area": args.max_area, "latency": args.max_latency,
              "energy": args.max_energy}
     base = Budgets.hasnas_paper() if args.paper_budgets else Budgets()
-    budgets = Budgets(**{name: given[name] if given[name] is not None else getattr(base, name)
-                         for name in Budgets.NAMES})
+    budgets = Budgets({**base, **{name: limit for name, limit in given.items() if limit is not None}})
     failed = any(slack > 0 for _, _, _, slack in budgets.check(report))
     if args.json:
         out = report.to_dict()

@@ -49,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import set_user_attrs
 from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
+from hasnas_optuna.results import COST_ATTRS, UNITS
 from hasnas_optuna.storage import open_storage
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ __all__ = [
 
 _LOG = optuna.logging.get_logger("hasnas_optuna.dashboard")
 
-COST_ATTRS = {"memory": "cost/memory_params", "area": "cost/area_mm2", "latency": "cost/latency_ms",
-              "energy": "cost/energy_uj"}
-"""Budget (and cost objective) name -> the user attribute holding the trial's cost."""
-UNITS = {"memory": "params", "area": "mm²", "latency": "ms", "energy": "µJ"}
 FEASIBLE_ATTR = "feasible"
 SLACK_PREFIX = "slack/"
 BUDGETS_ATTR = "hasnas/budgets"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytorch_lightning as pl
@@ -40,12 +39,11 @@ from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import annotate_trial
 from hasnas_optuna.data import make_datamodule
+from hasnas_optuna.results import COST_PREFIX, PRIOR_PREFIX, cost_attrs
 from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
 from hasnas_optuna.training import EnergyWatch, SNNClassifier, TrialFailed, train_architecture
 
-__all__ = ["COST_KEYS", "HasnasObjective", "PruneOnValidation", "default_datamodule", "set_budget_constraints"]
-
-COST_KEYS = {"memory": "memory_params", "area": "area_mm2", "latency": "latency_ms", "energy": "energy_uj"}
+__all__ = ["HasnasObjective", "PruneOnValidation", "default_datamodule", "set_budget_constraints"]
 """Budget/objective name -> :class:`CostReport` attribute."""
 
 
@@ -122,14 +120,14 @@ class HasnasObjective:
         arch, chip = self.sample(trial)
         network = arch.to_network()
         prior = estimate_cost(network, chip)
-        set_user_attrs(trial, {**_cost_attrs("prior", prior), "architecture": json.loads(arch.to_json()),
+        set_user_attrs(trial, {**cost_attrs(PRIOR_PREFIX, prior), "architecture": json.loads(arch.to_json()),
                                "summary": arch.summary()})
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
         if config.skip_infeasible and any(value > 0 for value in slack.values()):
             set_constraints(trial, slack)  # what set_budget_constraints(trial, budgets, prior) would set
             broken = ", ".join(name for name, value in slack.items() if value > 0)
             annotate_trial(trial, constraints=slack, extra={
-                **_cost_attrs("cost", prior), "trained": False, "status": f"infeasible before training: {broken}"})
+                **cost_attrs(COST_PREFIX, prior), "trained": False, "status": f"infeasible before training: {broken}"})
             return self._values(0.0, prior)
         callbacks: list[pl.Callback] = []
         training = config.training
@@ -155,14 +153,14 @@ class HasnasObjective:
         except optuna.TrialPruned:
             pruned = set_budget_constraints(trial, config.budgets, prior)
             annotate_trial(trial, constraints=pruned, extra={
-                **_cost_attrs("cost", prior), "trained": True, "status": "pruned on validation accuracy"})
+                **cost_attrs(COST_PREFIX, prior), "trained": True, "status": "pruned on validation accuracy"})
             raise
         except TrialFailed as exc:
-            set_user_attrs(trial, {**_cost_attrs("cost", prior), "trained": True, "status": f"failed: {exc}"})
+            set_user_attrs(trial, {**cost_attrs(COST_PREFIX, prior), "trained": True, "status": f"failed: {exc}"})
             raise
         measured = estimate_cost(network, chip, spike_rates=result.spike_rates)
         set_user_attrs(trial, {
-            **_cost_attrs("cost", measured), "trained": True, "val_accuracy": result.val_accuracy,
+            **cost_attrs(COST_PREFIX, measured), "trained": True, "val_accuracy": result.val_accuracy,
             "test_accuracy": result.test_accuracy,
             "spike_rates": {layer.name: rate for layer, rate in zip(network.layers, result.spike_rates, strict=True)},
             "train_seconds": result.seconds, "history": result.history,
@@ -182,17 +180,7 @@ class HasnasObjective:
         return self._values(result.val_accuracy, measured)
 
     def _values(self, accuracy: float, report: CostReport) -> float | tuple[float, ...]:
-        values = [accuracy if name == "accuracy" else float(getattr(report, COST_KEYS[name]))
-                  for name in self.config.objectives]
+        costs = report.costs()
+        values = [accuracy if name == "accuracy" else costs[name] for name in self.config.objectives]
         return values[0] if len(values) == 1 else tuple(values)
 
-
-def _cost_attrs(prefix: str, report: CostReport) -> dict[str, Any]:
-    """The user attributes ``<prefix>/<cost>`` of a cost report: ``prior`` before training, ``cost`` the
-    trial's costs (measured spike rates; a trial that ends untrained takes its prior costs)."""
-    costs: dict[str, Any] = {
-        "memory_params": report.memory_params, "memory_bits": report.memory_bits,
-        "area_mm2": report.area_mm2, "latency_ms": report.latency_ms, "energy_uj": report.energy_uj,
-        "energy_dynamic_uj": report.energy_dynamic_uj, "energy_leakage_uj": report.energy_leakage_uj,
-    }
-    return {f"{prefix}/{key}": value for key, value in costs.items()}

@@ -31,9 +31,9 @@ choices, and a claim/confirm step settles two workers picking the same architect
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import optuna
@@ -44,17 +44,44 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import write_user_attrs
-from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
-from hasnas_optuna.search_space import SearchSpace, architecture_from_params, hardware_from_params
+from hasnas_optuna.cim import Budgets, CostReport, Hardware, Network, estimate_cost
 
-__all__ = ["Candidate", "HardwareAwareSampler"]
+__all__ = ["Candidate", "CandidateSpace", "CostFunction", "HardwareAwareSampler"]
 
 KEY_ATTR = "sampler/key"
 CONFIRMED_ATTR = "sampler/confirmed"
 _CLAIMS = 8
 """How often a trial re-chooses after losing an architecture to a concurrent worker."""
-_CHEAP_OPS = ("zero", "skip", "avgpool3x3", "conv1x1", "conv3x3")
-"""Edge ops from cheapest to costliest on a crossbar (no weights first)."""
+
+
+@runtime_checkable
+class CandidateSpace(Protocol):
+    """What :class:`HardwareAwareSampler` needs of a search space.
+
+    :class:`~hasnas_optuna.search_space.SearchSpace` is one; a user's own space (other cells,
+    layouts, ops) plugs in by providing these five methods.
+    """
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every parameter the space samples, and its distribution (the same for every trial)."""
+
+    def network(self, params: Mapping[str, Any]) -> Network:
+        """The costable layer list of a complete parameter set."""
+
+    def chip(self, params: Mapping[str, Any], base: Hardware) -> Hardware:
+        """The chip of a parameter set (``base`` when the space searches no chip knobs)."""
+
+    def key(self, params: Mapping[str, Any]) -> str:
+        """The identity of a parameter set: equal keys are the same network on the same chip."""
+
+    def cheapest(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A cheaper variant of ``params`` to try when nothing else fits (``dict(params)`` if none)."""
+
+
+CostFunction = Callable[[Network, Hardware], Any]
+"""Costs a network on a chip: :func:`~hasnas_optuna.cim.estimate_cost`, or a user's model returning a
+report with the metrics' attributes (``memory_params``, ``area_mm2``, ``latency_ms``, ``energy_uj``
+and those of any registered metric)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +106,12 @@ class HardwareAwareSampler(BaseSampler):
     Other parameters the objective suggests go to the base sampler unchanged.
 
     Args:
-        space: The search space (the same object the objective samples from).
+        space: The search space (the same object the objective samples from): a
+            :class:`~hasnas_optuna.search_space.SearchSpace` or any :class:`CandidateSpace`.
         hardware: The base chip; the space's hardware knobs, if any, apply on top of it.
         budgets: Budgets checked before a trial runs (memory, area, latency, and energy at the
-            chip's prior spike rates).
+            chip's prior spike rates; any registered metric).
+        cost: The cost model, :func:`~hasnas_optuna.cim.estimate_cost` by default.
         base: The sampler whose proposals are filtered; NSGA-II by default.
         max_tries: Base proposals tried before falling back to random ones.
         fallback_tries: Random proposals tried before repairing.
@@ -103,18 +132,23 @@ class HardwareAwareSampler(BaseSampler):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: CandidateSpace,
         *,
         hardware: Hardware,
         budgets: Budgets,
+        cost: CostFunction = estimate_cost,
         base: BaseSampler | None = None,
         max_tries: int = 64,
         fallback_tries: int = 256,
         deduplicate: bool = True,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(space, SearchSpace):
-            raise ConfigError(f"space must be a SearchSpace, got {type(space).__name__}")
+        if not isinstance(space, CandidateSpace):
+            missing = [m for m in ("distributions", "network", "chip", "key", "cheapest") if not hasattr(space, m)]
+            raise ConfigError(f"space must be a SearchSpace or provide {', '.join(missing)} (CandidateSpace); "
+                              f"got {type(space).__name__}")
+        if not callable(cost):
+            raise ConfigError(f"cost must be a function (network, chip) -> report, got {cost!r}")
         if not isinstance(budgets, Budgets):
             raise ConfigError(f"budgets must be a Budgets, got {type(budgets).__name__}")
         for name, value in (("max_tries", max_tries), ("fallback_tries", fallback_tries)):
@@ -122,9 +156,11 @@ class HardwareAwareSampler(BaseSampler):
                 raise ConfigError(f"{name}={value!r} must be an integer >= 1")
         if base is not None and not isinstance(base, BaseSampler):
             raise ConfigError(f"base must be an Optuna sampler, got {type(base).__name__}")
-        if space.hardware is not None:
-            space.hardware.check(hardware)
+        check_chip = getattr(space, "check_chip", None)
+        if check_chip is not None:
+            check_chip(hardware)
         self.space = space
+        self.cost = cost
         self.hardware = hardware
         self.budgets = budgets
         self.base = base if base is not None else optuna.samplers.NSGAIISampler(seed=seed)
@@ -347,44 +383,24 @@ class HardwareAwareSampler(BaseSampler):
         return {name: _uniform(dist, rng) for name, dist in self._distributions.items()}
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The cheapest variant of ``params`` (see the module docstring)."""
-        fixed = dict(params)
-        for name, dist in self._distributions.items():
-            if not isinstance(dist, CategoricalDistribution):
-                continue
-            choices = list(dist.choices)
-            short = name.split("/")[-1]
-            if short in ("channels", "hidden_features", "timesteps", "weight_bits", "adc_bits"):
-                fixed[name] = min(choices, key=_number)
-            elif short == "bits_per_cell":
-                fixed[name] = max(choices, key=_number)
-            elif name.startswith("arch/") and name.rsplit("/", 1)[-1].startswith("e") and "_dir" not in name:
-                current = _CHEAP_OPS.index(fixed[name]) if fixed[name] in _CHEAP_OPS else len(_CHEAP_OPS)
-                cheaper = [op for op in choices if _CHEAP_OPS.index(op) <= current and op != "zero"]
-                fixed[name] = cheaper[0] if cheaper else fixed[name]
-        return fixed
+        """The cheapest variant of ``params``: the space's own (see the module docstring)."""
+        return dict(self.space.cheapest(params))
 
     def key_of(self, params: dict[str, Any]) -> str:
-        """Identity of a parameter set: the decoded architecture's key, plus the chip knobs."""
-        key = architecture_from_params(params, self.space).key()
-        if self.space.hardware is not None:
-            key += "|" + ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k.startswith("hw/"))
-        return key
+        """Identity of a parameter set (the space's key: the architecture's, plus the chip knobs)."""
+        return self.space.key(params)
 
     def evaluate(self, params: dict[str, Any]) -> tuple[str, bool]:
         """``(key, feasible)``: the identity and whether every budget known before training holds."""
         key = self.key_of(params)
-        if not self.budgets.items():
+        if not self.budgets:
             return key, True
         return key, self._fits(self._cost(params))
 
-    def _cost(self, params: dict[str, Any]) -> CostReport:
-        chip = self.hardware
-        if self.space.hardware is not None:
-            chip = hardware_from_params(params, self.space, self.hardware)
-        return estimate_cost(architecture_from_params(params, self.space).to_network(), chip)
+    def _cost(self, params: dict[str, Any]) -> Any:
+        return self.cost(self.space.network(params), self.space.chip(params, self.hardware))
 
-    def _fits(self, report: CostReport) -> bool:
+    def _fits(self, report: Any) -> bool:
         return all(slack <= 0 for _, _, _, slack in self.budgets.check(report))
 
     def _seen_keys(self, study: Study, current: FrozenTrial) -> set[str]:
@@ -418,10 +434,6 @@ def failed_on_its_own(trial: FrozenTrial) -> bool:
     unexpected error) leave it free: it may run again, and crash retries are queued by the study.
     """
     return trial.state == TrialState.FAIL and str(trial.user_attrs.get("status", "")).startswith("failed")
-
-
-def _number(value: Any) -> float:
-    return float(value)
 
 
 def _single_value(dist: BaseDistribution) -> Any:

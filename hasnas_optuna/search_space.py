@@ -46,7 +46,7 @@ from hasnas_optuna.architecture import (
     Cell,
     check_input_shape,
 )
-from hasnas_optuna.cim import ENCODINGS, Hardware
+from hasnas_optuna.cim import ENCODINGS, Hardware, Network
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -59,6 +59,8 @@ __all__ = [
 DIRECTIONS = ("forward", "backward")
 HARDWARE_KNOBS = ("crossbar_size", "weight_bits", "bits_per_cell", "adc_bits")
 """Searchable chip knobs; each is a :class:`~hasnas_optuna.cim.Hardware` field of the same name."""
+CHEAP_OPS = ("zero", "skip", "avgpool3x3", "conv1x1", "conv3x3")
+"""Edge ops from cheapest to costliest on a crossbar (no weights first)."""
 USER_ATTR_KEY = "arch/key"
 USER_ATTR_REPAIRS = "arch/repairs"
 
@@ -246,6 +248,61 @@ class SearchSpace:
             out.update(self.hardware.distributions())
         return out
 
+    # -- what HardwareAwareSampler asks of a search space (sampler.CandidateSpace) ---------------
+
+    def network(self, params: Mapping[str, Any]) -> Network:
+        """The costable layer list of a complete parameter set."""
+        return architecture_from_params(params, self).to_network()
+
+    def chip(self, params: Mapping[str, Any], base: Hardware) -> Hardware:
+        """The chip of a parameter set: ``base`` with its ``hw/*`` knobs, if the space searches any."""
+        return hardware_from_params(params, self, base)
+
+    def check_chip(self, base: Hardware) -> None:
+        """Raise :class:`ConfigError` unless every searched chip is valid on ``base``."""
+        if self.hardware is not None:
+            self.hardware.check(base)
+
+    def key(self, params: Mapping[str, Any]) -> str:
+        """Identity of a parameter set: the decoded architecture's key, plus the chip knobs.
+
+        Example:
+            >>> import optuna
+            >>> from hasnas_optuna.cim import load_hardware
+            >>> space = SearchSpace(hardware=HardwareSpace())
+            >>> trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+            >>> _ = suggest_architecture(trial, space), suggest_hardware(trial, space, load_hardware())
+            >>> space.key(trial.params).split("|")[1].startswith("hw/adc_bits=")
+            True
+        """
+        key = architecture_from_params(params, self).key()
+        if self.hardware is not None:
+            key += "|" + ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k.startswith("hw/"))
+        return key
+
+    def cheapest(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The cheapest variant of ``params`` (the sampler's repair, see :mod:`hasnas_optuna.sampler`).
+
+        Widths, depth and timesteps go to their smallest choice; weight and ADC bits to their
+        fewest, bits per cell to their most; each cell edge to the cheapest non-zero op no costlier
+        than its own (:data:`CHEAP_OPS` order).
+        """
+        fixed = dict(params)
+        for name, dist in self.distributions().items():
+            if not isinstance(dist, CategoricalDistribution):
+                continue
+            choices = list(dist.choices)
+            short = name.split("/")[-1]
+            if short in ("channels", "hidden_features", "timesteps", "weight_bits", "adc_bits"):
+                fixed[name] = min(choices, key=_as_number)
+            elif short == "bits_per_cell":
+                fixed[name] = max(choices, key=_as_number)
+            elif name.startswith("arch/") and short.startswith("e") and "_dir" not in name:
+                current = CHEAP_OPS.index(fixed[name]) if fixed[name] in CHEAP_OPS else len(CHEAP_OPS)
+                cheaper = [op for op in choices if CHEAP_OPS.index(op) <= current and op != "zero"]
+                fixed[name] = cheaper[0] if cheaper else fixed[name]
+        return fixed
+
 
 # ---------------------------------------------------------------------------------------------
 # Sampling and decoding
@@ -318,6 +375,10 @@ def hardware_from_params(params: Mapping[str, Any], space: SearchSpace, base_har
         return base_hardware
     values = _read(params, space.hardware.distributions())
     return space.hardware.apply(base_hardware, {name[3:]: value for name, value in values.items()})
+
+
+def _as_number(value: Any) -> float:
+    return float(value)
 
 
 def _suggest(trial: BaseTrial, name: str, dist: BaseDistribution) -> Any:

@@ -57,7 +57,7 @@ def test_shipped_studies_load_and_cifar_uses_the_paper_budgets() -> None:
     assert names == ["cifar100_hasnas", "cifar10_hasnas", "digits", "fashion_mnist"]
     for name in ("cifar10_hasnas", "cifar100_hasnas"):
         config = load_config(STUDIES / f"{name}.toml")
-        assert config.budgets.items() == [("memory", 4e6), ("area", 100.0), ("latency", 400.0), ("energy", 120.0)]
+        assert list(config.budgets.items()) == [("memory", 4e6), ("area", 100.0), ("latency", 400.0), ("energy", 120.0)]
         assert config.space.input_shape == (3, 32, 32)
     assert load_config(STUDIES / "cifar100_hasnas.toml").space.num_classes == 100
 
@@ -85,4 +85,4 @@ def test_cifar_budgets_all_bind_for_some_networks() -> None:
 def test_from_dict_defaults() -> None:
     config = StudyConfig.from_dict({})
     assert config.directions == ["maximize"] and config.sampler == "nsga2"
-    assert config.budgets.items() == []
+    assert list(config.budgets.items()) == []

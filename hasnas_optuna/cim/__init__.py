@@ -21,19 +21,32 @@ from hasnas_optuna.cim._hardware import (
     load_hardware,
 )
 from hasnas_optuna.cim._network import ENCODINGS, Layer, Network, load_network
-from hasnas_optuna.cim._report import AREA_PARTS, ENERGY_PARTS, Budgets, CostReport, LayerCost
+from hasnas_optuna.cim._report import (
+    AREA_PARTS,
+    ENERGY_PARTS,
+    METRICS,
+    Budgets,
+    CostReport,
+    LayerCost,
+    Metric,
+    metric,
+    register_metric,
+    unregister_metric,
+)
 
 __all__ = [
     "AREA_PARTS",
     "DEFAULT_PRESET",
     "ENCODINGS",
     "ENERGY_PARTS",
+    "METRICS",
     "BatchCosts",
     "Budgets",
     "CostReport",
     "Hardware",
     "Layer",
     "LayerCost",
+    "Metric",
     "Network",
     "NetworkBatch",
     "Technology",
@@ -42,4 +55,7 @@ __all__ = [
     "list_presets",
     "load_hardware",
     "load_network",
+    "metric",
+    "register_metric",
+    "unregister_metric",
 ]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 from hasnas_optuna._errors import ConfigError
 
-__all__ = ["AREA_PARTS", "ENERGY_PARTS", "Budgets", "CostReport", "LayerCost"]
+__all__ = [
+    "AREA_PARTS", "ENERGY_PARTS", "METRICS", "Budgets", "CostReport", "LayerCost", "Metric", "metric",
+    "register_metric", "unregister_metric",
+]
 
 AREA_PARTS = ("arrays", "adcs", "periphery", "buffers_interconnect", "neurons")
 """Area components: cell arrays, ADCs (with muxes), per-line periphery (drivers, decoders,
@@ -126,11 +128,8 @@ class CostReport:
         return {part: sum(layer.energy_uj[part] for layer in self.layers) for part in ENERGY_PARTS}
 
     def costs(self) -> dict[str, float]:
-        """The four budgeted quantities by name (see :class:`Budgets`)."""
-        return {
-            "memory": float(self.memory_params), "area": self.area_mm2,
-            "latency": self.latency_ms, "energy": self.energy_uj,
-        }
+        """Every registered metric (:data:`METRICS`) of this report, by name."""
+        return {name: float(m.value(self)) for name, m in METRICS.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's ``--json`` output)."""
@@ -181,7 +180,7 @@ class CostReport:
             for name, cost, limit, slack in budgets.check(self):
                 verdict = "PASS" if slack <= 0 else "FAIL"
                 lines.append(
-                    f"{verdict}  {name:<8} {cost:>14.6g} {Budgets.UNITS[name]:<6} "
+                    f"{verdict}  {name:<8} {cost:>14.6g} {METRICS[name].ascii_unit:<6} "
                     f"budget {limit:.6g} ({slack:+.1%})"
                 )
         return "\n".join(lines)
@@ -191,51 +190,158 @@ def _parts(parts: Mapping[str, float], unit: str) -> str:
     return ", ".join(f"{name} {value:.3f}" for name, value in parts.items()) + f" ({unit})"
 
 
-@dataclass(frozen=True, slots=True)
-class Budgets:
-    """Hardware budgets; ``None`` means unconstrained. The paper's are :meth:`hasnas_paper`.
+@dataclass(frozen=True)
+class Metric:
+    """A cost of a network on a chip that a budget can bound and a study can minimise.
+
+    ``key`` names it in recorded results (the trial's user attribute ``cost/<key>``);
+    ``value`` reads it off a :class:`CostReport`.
+
+    Example:
+        >>> METRICS["area"].key, METRICS["area"].unit, METRICS["energy"].ascii_unit
+        ('area_mm2', 'mm²', 'uJ')
+    """
+
+    name: str
+    key: str
+    unit: str
+    ascii_unit: str
+    value: Callable[[CostReport], float] = field(compare=False, repr=False)
+    description: str = ""
+
+
+METRICS: dict[str, Metric] = {}
+"""The registry of metrics, in display order: the four of the paper, and any registered since."""
+
+
+def register_metric(
+    name: str, value: Callable[[CostReport], float], *, unit: str, ascii_unit: str | None = None,
+    key: str | None = None, description: str = "",
+) -> Metric:
+    """Add a budgetable cost, so that a fifth budget is data: budgets, constraints, the sampler's
+    check, objectives, recorded results and the dashboard all read the registry.
+
+    Example:
+        >>> power = register_metric("power", lambda r: r.energy_uj / r.latency_ms, unit="mW",
+        ...                         description="average power of one inference")
+        >>> Budgets(power=5.0).power, "power" in METRICS
+        (5.0, True)
+        >>> unregister_metric("power")
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name == "accuracy":
+        raise ConfigError(f"metric name {name!r} must be a Python identifier other than 'accuracy'")
+    if name in METRICS:
+        raise ConfigError(f"metric {name!r} is already registered; registered: {', '.join(METRICS)}")
+    if not callable(value):
+        raise ConfigError(f"metric {name!r}: value must be a function of a CostReport, got {value!r}")
+    found = Metric(name, key or name, unit, ascii_unit or unit, value, description)
+    METRICS[name] = found
+    return found
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a registered metric (the paper's four stay)."""
+    if name in _BUILT_IN:
+        raise ConfigError(f"metric {name!r} is built in and cannot be removed")
+    METRICS.pop(name, None)
+
+
+def metric(name: str) -> Metric:
+    """The registered metric ``name``, or a one-line error naming the registered ones."""
+    found = METRICS.get(name)
+    if found is None:
+        raise ConfigError(f"{name!r} is not a cost metric; use one of {', '.join(METRICS)}")
+    return found
+
+
+for _builtin in (
+    Metric("memory", "memory_params", "params", "params", lambda r: float(r.memory_params),
+           "numbers the deployed network stores (weights and per-channel biases)"),
+    Metric("area", "area_mm2", "mm²", "mm2", lambda r: r.area_mm2, "chip area"),
+    Metric("latency", "latency_ms", "ms", "ms", lambda r: r.latency_ms, "one inference, all timesteps"),
+    Metric("energy", "energy_uj", "µJ", "uJ", lambda r: r.energy_uj, "one inference, dynamic plus leakage"),
+):
+    METRICS[_builtin.name] = _builtin
+_BUILT_IN = frozenset(METRICS)
+
+
+class Budgets(Mapping[str, float]):
+    """Budgets by metric name (:data:`METRICS`); a metric without one is unconstrained.
+
+    A read-only mapping of the set budgets, in the registry's order; ``budgets.area`` reads one
+    (``None`` when unset). The paper's are :meth:`hasnas_paper`.
 
     Example:
         >>> b = Budgets.hasnas_paper()
         >>> b.memory, b.area, b.latency, b.energy
         (4000000.0, 100.0, 400.0, 120.0)
+        >>> dict(Budgets(area=5, energy=None))
+        {'area': 5.0}
         >>> Budgets(area=0)
         Traceback (most recent call last):
         ...
         hasnas_optuna._errors.ConfigError: budget area=0 must be a number > 0 (mm2)
+        >>> Budgets(power=1)
+        Traceback (most recent call last):
+        ...
+        hasnas_optuna._errors.ConfigError: 'power' is not a cost metric; use one of memory, area, latency, energy
     """
 
-    memory: float | None = None
-    area: float | None = None
-    latency: float | None = None
-    energy: float | None = None
+    __slots__ = ("_limits",)
+    _limits: dict[str, float]
 
-    NAMES: ClassVar[tuple[str, ...]] = ("memory", "area", "latency", "energy")
-    UNITS: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {"memory": "params", "area": "mm2", "latency": "ms", "energy": "uJ"}
-    )
-
-    def __post_init__(self) -> None:
-        for name in self.NAMES:
-            value = getattr(self, name)
+    def __init__(self, limits: Mapping[str, float | None] | None = None, /, **named: float | None) -> None:
+        values: dict[str, float] = {}
+        for name, value in {**(limits or {}), **named}.items():
+            unit = metric(name).ascii_unit
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and value > 0
             ):
-                raise ConfigError(f"budget {name}={value!r} must be a number > 0 ({self.UNITS[name]})")
-            object.__setattr__(self, name, float(value))
+                raise ConfigError(f"budget {name}={value!r} must be a number > 0 ({unit})")
+            values[name] = float(value)
+        object.__setattr__(self, "_limits", {name: values[name] for name in METRICS if name in values})
+
+    def __getattr__(self, name: str) -> float | None:
+        if name in METRICS:
+            return self._limits.get(name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Budgets are read-only")
+
+    def __getitem__(self, name: str) -> float:
+        return self._limits[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._limits)
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Budgets) and self._limits == other._limits
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._limits.items()))
+
+    def __repr__(self) -> str:
+        return "Budgets(" + ", ".join(f"{k}={v:g}" for k, v in self._limits.items()) + ")"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Budgets, (dict(self._limits),))
 
     @classmethod
     def hasnas_paper(cls) -> Budgets:
         """HASNAS's budgets: 4x10^6 parameters, 100 mm^2, 400 ms, 120 uJ."""
         return cls(memory=4e6, area=100.0, latency=400.0, energy=120.0)
 
-    def items(self) -> list[tuple[str, float]]:
-        """The set budgets, in the fixed order memory, area, latency, energy."""
-        return [(n, v) for n in self.NAMES if (v := getattr(self, n)) is not None]
-
     def check(self, report: CostReport) -> list[tuple[str, float, float, float]]:
         """``(name, cost, budget, cost / budget - 1)`` per set budget; slack <= 0 passes."""
-        costs = report.costs()
-        return [(name, costs[name], limit, costs[name] / limit - 1.0) for name, limit in self.items()]
+        out = []
+        for name, limit in self._limits.items():
+            cost = float(METRICS[name].value(report))
+            out.append((name, cost, limit, cost / limit - 1.0))
+        return out
+
