@@ -162,6 +162,7 @@ def test_unknown_study_name_lists_the_studies(kept: tuple[Path, str], capsys: py
     assert digest(folder) == before
 
 
+@pytest.mark.slow
 def test_sqlite_file_in_a_read_only_folder() -> None:
     # pytest's tmp_path sits in a folder only its owner may enter: use one every user can read
     tmp_path = Path(tempfile.mkdtemp(prefix="hasnas-ro-"))

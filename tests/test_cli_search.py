@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TINY = """
 [study]
 name = "tiny"
@@ -31,6 +33,7 @@ def hasnas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_search_resume_and_best(tmp_path: Path) -> None:
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
@@ -64,6 +67,7 @@ def test_search_resume_and_best(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "architecture.json").read_text()) == rows[0]["architecture"]
 
 
+@pytest.mark.slow
 def test_search_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nepoch = 1\n")

@@ -79,6 +79,8 @@ epochs = 20
 pruner = "median"
 """
 
+pytestmark = pytest.mark.slow  # real servers and worker processes
+
 
 @pytest.fixture
 def study_name() -> str:

@@ -29,6 +29,7 @@ TRAINED = {
 """Tiny networks that all fit the budgets and train in about a second each."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_marks_the_trial_and_the_same_command_resumes(tmp_path: Path, signum: int) -> None:
     (tmp_path / "study.toml").write_text(
@@ -105,6 +106,7 @@ class FlakyDigits(DigitsDataModule):
     ("nan", "failed: training diverged at epoch 0: non-finite weights in network."),
     ("memory", "failed: out of memory: "),
 ])
+@pytest.mark.slow
 def test_a_failing_trial_records_why_and_the_study_carries_on(fault: str, reason: str) -> None:
     config = StudyConfig.from_dict(TRAINED)
     study = run_search(config, storage="sqlite://", datamodule=FlakyDigits(fault), out=None)
@@ -115,6 +117,7 @@ def test_a_failing_trial_records_why_and_the_study_carries_on(fault: str, reason
     assert counted_trials(study) == 3  # a trial that failed on its own counts: it is not retried
 
 
+@pytest.mark.slow
 def test_same_seed_same_trials_and_results() -> None:
     config = StudyConfig.from_dict(TRAINED)
 

@@ -59,6 +59,7 @@ def test_report_of_a_study_with_artifacts(tiny: tuple[str, optuna.Study, Path],
     assert "| energy |" not in page and ">energy<" in page  # budgets table rendered as HTML
 
 
+@pytest.mark.slow
 def test_report_of_a_run_search_study_recomputes_costs(tmp_path: Path) -> None:
     """A study from the real runner, without artifacts: the best network's costs are recomputed."""
     data = {key: dict(value) for key, value in STUDY.items()}

@@ -64,6 +64,7 @@ def assert_clean(study: optuna.Study) -> None:
     assert len(keys) == len(set(keys)), Counter(keys).most_common(2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", sorted(BASES))
 def test_single_objective_every_base(base: str) -> None:
     study = optuna.create_study(sampler=sampler(base))
@@ -74,6 +75,7 @@ def test_single_objective_every_base(base: str) -> None:
     assert Counter(t.user_attrs["sampler/outcome"] for t in study.trials)["base"] >= len(study.trials) - 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", ["nsga2", "tpe"])
 def test_multi_objective(base: str) -> None:
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler(base))
@@ -131,6 +133,7 @@ def test_parallel_threads() -> None:
     assert_clean(study)
 
 
+@pytest.mark.slow
 def test_rdb_storage_resume_and_two_workers(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     first = optuna.create_study(study_name="s", storage=storage, sampler=sampler("nsga2"))

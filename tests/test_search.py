@@ -40,6 +40,7 @@ def test_impossible_budget_trains_nothing(tmp_path: Path) -> None:
     assert best_rows(study) == []
 
 
+@pytest.mark.slow
 def test_small_digits_search_finds_an_accurate_feasible_network(tmp_path: Path) -> None:
     cfg = config(
         space={"channels": [8], "hidden_features": [32, 64], "timesteps": [4]},
@@ -61,6 +62,7 @@ def test_small_digits_search_finds_an_accurate_feasible_network(tmp_path: Path) 
     assert sorted(best.constraints) == ["area", "energy", "latency", "memory"]
 
 
+@pytest.mark.slow
 def test_multi_objective_study_returns_costs_and_a_feasible_front(tmp_path: Path) -> None:
     cfg = config(study={"objectives": ["accuracy", "energy", "area"], "n_trials": 4, "population_size": 2},
                  budgets={"area": 100.0})
@@ -84,6 +86,7 @@ def test_pruned_trials_keep_their_constraints() -> None:
     assert trial.user_attrs["status"] == "pruned on validation accuracy"
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_other_spaces_are_refused(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     first = run_search(config(study={"n_trials": 2}), storage=storage, out=None)
