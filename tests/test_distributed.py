@@ -240,10 +240,9 @@ def fresh_database(backend: str) -> Iterator[str]:
     """A new, empty database on the server for one test (Optuna has never made its tables there)."""
     name = f"hasnas_{uuid.uuid4().hex[:12]}"
     if backend == "postgresql":
-        import psycopg2
+        import psycopg
 
-        admin: Any = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        admin.autocommit = True
+        admin: Any = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     else:
         import pymysql
@@ -347,3 +346,23 @@ def test_four_workers_times_25_trials_on_postgresql(tmp_path: Path, study_name: 
     for t in trials:
         assert t.user_attrs["trained"] is False and set(t.constraints) == {"memory"}
         assert t.constraints["memory"] > 0
+
+
+def test_plain_optuna_and_the_dashboard_open_the_same_postgresql_url() -> None:
+    # the [postgres] extra installs SQLAlchemy's default driver (psycopg 3): a user's own Optuna
+    # code and optuna-dashboard need no driver-qualified URL
+    import optuna_dashboard
+
+    with fresh_database("postgresql") as url:
+        ours = open_storage(url)
+        optuna.create_study(storage=ours, study_name="shared").add_trial(optuna.trial.create_trial(value=1.0))
+        plain = optuna.load_study(study_name="shared", storage=url)
+        assert [t.value for t in plain.trials] == [1.0]
+        import io
+        from wsgiref.util import setup_testing_defaults
+
+        environ: dict[str, Any] = {"PATH_INFO": "/api/studies", "wsgi.errors": io.StringIO()}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(optuna_dashboard.wsgi(url)(environ, lambda s, h, *_: status.append(s)))
+        assert status[0].startswith("200") and b'"shared"' in body
