@@ -211,11 +211,24 @@ def _stored_study(parser: argparse.ArgumentParser, *, artifacts: bool = True) ->
                             help="trial artifacts (default: NAME-artifacts beside a sqlite:///NAME.db file)")
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hasnas-optuna")
+    except PackageNotFoundError:
+        from hasnas_optuna import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``hasnas`` (one sub-command per job)."""
     parser = _Parser(
         prog="hasnas", description="Hardware-aware spiking neural architecture search on Optuna."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cost = sub.add_parser(
         "cost", help="cost a network on a compute-in-memory chip",
@@ -253,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
                         help="Optuna storage: database URL or journal file (default: %(default)s)")
     search.add_argument("--n-trials", type=_positive_int, metavar="N",
-                        help="finished trials the study should hold (default: the config's)")
+                        help="the total of finished trials the study should hold, those of earlier runs "
+                        "included (not N more, as Optuna's n_trials is); default: the config's n_trials")
     _run_options(search)
     search.set_defaults(handler=_search)
 

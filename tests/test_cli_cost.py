@@ -134,3 +134,10 @@ def test_cost_accepts_the_architecture_json_the_search_writes(tmp_path: Path) ->
     broken.write_text(json.dumps({**arch.to_dict(), "channels": 0}))
     run = hasnas("cost", str(broken))
     assert run.returncode == 2 and "channels=0" in run.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = hasnas("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"hasnas {version('hasnas-optuna')}"
