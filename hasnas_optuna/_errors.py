@@ -6,9 +6,11 @@ errors as one line and exits with status 2, never with a traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["ConfigError", "HasnasError", "read_user_file"]
+__all__ = ["ConfigError", "HasnasError", "did_you_mean", "read_user_file"]
 
 
 class HasnasError(Exception):
@@ -20,6 +22,19 @@ class ConfigError(HasnasError, ValueError):
 
     The message names the offending field, the bad value and what would be allowed.
     """
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelled ``value``, else ``""``.
+
+    Example:
+        >>> did_you_mean("energie", ["memory", "area", "latency", "energy"])
+        " (did you mean 'energy'?)"
+        >>> did_you_mean("power", ["memory", "area"])
+        ''
+    """
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def read_user_file(path: str | Path, what: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hasnas_optuna._compat import tomllib
-from hasnas_optuna._errors import ConfigError, read_user_file
+from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
 from hasnas_optuna.cim import METRICS, Budgets, Hardware, load_hardware
 from hasnas_optuna.data import DATASETS
 from hasnas_optuna.search_space import HardwareSpace, SearchSpace
@@ -249,7 +249,8 @@ def _keys(data: Mapping[str, Any], allowed: set[str], origin: str, section: str)
     for key in data:
         if key not in allowed:
             where = f"{section}.{key}" if section else key
-            raise ConfigError(f"{origin}: unknown key {where!r}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{origin}: unknown key {where!r}{did_you_mean(key, allowed)}; allowed: "
+                              f"{', '.join(sorted(allowed))}")
 
 
 def _typed(data: dict[str, Any], cls: type, origin: str, section: str) -> dict[str, Any]:

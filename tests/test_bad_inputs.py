@@ -62,8 +62,9 @@ def config(tmp_path: Path, text: str) -> str:
 
 CASES = {
     # config typos and wrong types
-    "unknown key": (GOOD.replace("n_trials = 2", "n_trails = 2"), "unknown key 'study.n_trails'; allowed:"),
-    "unknown section": (GOOD + "[trainig]\nepochs = 1\n", "unknown key 'trainig'; allowed:"),
+    "unknown key": (GOOD.replace("n_trials = 2", "n_trails = 2"),
+                    "unknown key 'study.n_trails' (did you mean 'n_trials'?); allowed:"),
+    "unknown section": (GOOD + "[trainig]\nepochs = 1\n", "unknown key 'trainig' (did you mean 'training'?); allowed:"),
     "wrong type": (GOOD.replace("n_trials = 2", 'n_trials = "two"'), "study.n_trials='two' must be an integer"),
     "not TOML": ("[study\nname = 1\n", "malformed TOML: Expected ']' at the end of a table declaration (at line 1"),
     "bad objective": (GOOD.replace("n_trials = 2", 'objectives = ["accuracy", "power"]'),
@@ -72,8 +73,9 @@ CASES = {
     "zero budget": (GOOD.replace("memory = 1", "memory = 0"), "budget memory=0 must be a number > 0 (params)"),
     "negative budget": (GOOD.replace("memory = 1", "energy = -1.0"), "budget energy=-1.0 must be a number > 0 (uJ)"),
     # unknown hardware preset
-    "unknown preset": (GOOD + '[hardware]\npreset = "neurosim-7nm"\n',
-                       "unknown hardware preset 'neurosim-7nm'; use one of neurosim-22nm, neurosim-32nm"),
+    "unknown preset": (GOOD + '[hardware]\npreset = "neurosim-22mn"\n',
+                       "unknown hardware preset 'neurosim-22mn' (did you mean 'neurosim-22nm'?); use one of "
+                       "neurosim-22nm, neurosim-32nm"),
     # missing dataset files
     "missing dataset": (GOOD + '[dataset]\nname = "fashion_mnist"\npath = "/no/such/folder"\n',
                         "dataset directory '/no/such/folder' does not exist"),

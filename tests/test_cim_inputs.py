@@ -40,7 +40,8 @@ def parse(layer: dict[str, object]) -> Network:
         ({"type": "pool"}, r"layers\[0\]\.type='pool' is not a known layer type; use one of conv, linear"),
         ({"stride": "2"}, r"layers\[0\]\.stride='2' must be an integer >= 1"),
         ({"pool_after": 16}, r"pool_after=16 is larger than the layer output 6x6; use pool_after <= 6"),
-        ({"kernal_size": 3}, r"layers\[0\] has unknown field 'kernal_size'; allowed fields: "),
+        ({"kernal_size": 3},
+         r"layers\[0\] has unknown field 'kernal_size' \(did you mean 'kernel_size'\?\); allowed fields: "),
     ],
 )
 def test_bad_layers_name_the_field(change: dict[str, object], message: str) -> None:
@@ -127,7 +128,7 @@ def test_user_preset_file_loads_like_a_preset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("adc_bits = 5", "adc_bit = 5", r"unknown key 'crossbar.adc_bit'; allowed: "),
+        ("adc_bits = 5", "adc_bit = 5", r"unknown key 'crossbar.adc_bit' \(did you mean 'adc_bits'\?\); allowed: "),
         ("adc_bits = 5", "adc_bits = 9", r"adc_bits=9 is not in this technology table; use one of 3, 4, 5, 6"),
         ("size = 128", "size = 100", r"crossbar_size=100 is not allowed; use one of 16, 32, 64, 128"),
         ("bits_per_cell = 1", "bits_per_cell = 0", r"bits_per_cell=0 is out of range; it must be an integer "
@@ -138,7 +139,7 @@ def test_user_preset_file_loads_like_a_preset(tmp_path: Path) -> None:
         ("neuron_update_pj = 0.1", "neuron_update_pj = -1",
          r"technology.neuron_update_pj=-1 is out of range; it must be >= 0"),
         ("neuron_update_pj = 0.1", "neuron_updates_pj = 0.1", r"unknown key 'technology.neuron_updates_pj'"),
-        ("[crossbar]", "[crossbars]", r"unknown key 'crossbars'; allowed top-level keys"),
+        ("[crossbar]", "[crossbars]", r"unknown key 'crossbars' \(did you mean 'crossbar'\?\); allowed top-level keys"),
         ("size = 128", "size = [", r"malformed TOML"),
     ],
 )

@@ -21,9 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[study]\nn_trial = 3\n", r"unknown key 'study.n_trial'; allowed: "),
+        ("[study]\nn_trial = 3\n", r"unknown key 'study.n_trial' \(did you mean 'n_trials'\?\); allowed: "),
         ("[training]\nepoch = 3\n", r"unknown key 'training.epoch'"),
-        ("[traning]\nepochs = 3\n", r"unknown key 'traning'; allowed: budgets, dataset, hardware"),
+        ("[traning]\nepochs = 3\n",
+         r"unknown key 'traning' \(did you mean 'training'\?\); allowed: budgets, dataset, hardware"),
         ("[study]\nn_trials = \"ten\"\n", r"study.n_trials='ten' must be an integer >= 1"),
         ("[study]\nsampler = \"cmaes\"\n", r"study.sampler='cmaes' is not allowed; use one of nsga2, tpe, random, gp"),
         ("[study]\nobjectives = [\"energy\"]\n", r"must start with \"accuracy\""),

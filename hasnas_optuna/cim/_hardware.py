@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hasnas_optuna._compat import tomllib
-from hasnas_optuna._errors import ConfigError, read_user_file
+from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
 
 __all__ = ["DEFAULT_PRESET", "Hardware", "Technology", "list_presets", "load_hardware"]
 
@@ -135,7 +135,7 @@ class Hardware:
         for key in changes:
             if key not in known:
                 raise ConfigError(
-                    f"unknown hardware knob {key!r}; known knobs: {', '.join(sorted(known))}"
+                    f"unknown hardware knob {key!r}{did_you_mean(key, known)}; known knobs: {', '.join(sorted(known))}"
                 )
         return dataclasses.replace(self, **changes)
 
@@ -243,7 +243,7 @@ def _read_preset(preset_or_path: str | Path) -> tuple[str, str]:
     presets = list_presets()
     if text_name not in presets:
         raise ConfigError(
-            f"unknown hardware preset {text_name!r}; use one of {', '.join(presets)} "
+            f"unknown hardware preset {text_name!r}{did_you_mean(text_name, presets)}; use one of {', '.join(presets)} "
             "or the path of a .toml file"
         )
     folder = resources.files("hasnas_optuna.cim") / "presets"
@@ -254,7 +254,8 @@ def _hardware_from_dict(data: Mapping[str, Any], origin: str) -> Hardware:
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
-            f"{origin}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(sorted(_TOP_LEVEL))}"
+            f"{origin}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], _TOP_LEVEL)}; allowed top-level keys: "
+            f"{', '.join(sorted(_TOP_LEVEL))}"
         )
     knobs: dict[str, Any] = {}
     for section, keys in _SECTIONS.items():
@@ -264,7 +265,8 @@ def _hardware_from_dict(data: Mapping[str, Any], origin: str) -> Hardware:
         for key, value in values.items():
             if key not in keys:
                 raise ConfigError(
-                    f"{origin}: unknown key '{section}.{key}'; allowed: {', '.join(sorted(keys))}"
+                    f"{origin}: unknown key '{section}.{key}'{did_you_mean(key, keys)}; allowed: "
+                    f"{', '.join(sorted(keys))}"
                 )
             knobs[keys[key]] = _convert_knob(keys[key], value, f"{section}.{key}", origin)
     if "technology" not in data:
@@ -298,7 +300,8 @@ def _technology_from_dict(raw: Any, sources: Any, origin: str) -> Technology:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{origin}: unknown key 'technology.{unknown[0]}'; allowed: {', '.join(sorted(fields))}"
+            f"{origin}: unknown key 'technology.{unknown[0]}'{did_you_mean(unknown[0], fields)}; allowed: "
+            f"{', '.join(sorted(fields))}"
         )
     optional = {name for name, f in fields.items() if f.default is not dataclasses.MISSING
                 or f.default_factory is not dataclasses.MISSING}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from hasnas_optuna._errors import ConfigError, read_user_file
+from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
 
 __all__ = ["ENCODINGS", "Layer", "Network", "load_network"]
 
@@ -300,7 +300,8 @@ def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> N
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(
-            f"{where} has unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(allowed))}"
+            f"{where} has unknown field {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; allowed fields: "
+            f"{', '.join(sorted(allowed))}"
         )
 
 
