@@ -70,7 +70,7 @@ def _cost(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from hasnas_optuna.config import load_config
-    from hasnas_optuna.study import best_rows, format_best, run_search
+    from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
 
     config = load_config(args.config)
     worker = args.command == "worker"
@@ -92,7 +92,8 @@ def _search(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print()
-    print(format_best(study, best_rows(study), storage=args.storage))
+    print(format_best(study, best_rows(study)))
+    print(next_steps(study.study_name, args.storage))
     return 0
 
 
@@ -102,7 +103,7 @@ def _best(args: argparse.Namespace) -> int:
 
     study = load_study_for_reading(args.storage, args.study_name)
     rows = best_rows(study, limit=args.limit)
-    print(rows_json(rows) if args.json else format_best(study, rows, storage=args.storage))
+    print(rows_json(rows) if args.json else format_best(study, rows, storage=args.storage, wide=args.wide))
     return 0
 
 
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stored_study(best, artifacts=False)
     best.add_argument("--limit", type=_positive_int, default=10, metavar="N", help="rows (default: %(default)s)")
     best.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    best.add_argument("--wide", action="store_true", help="whole architecture summaries (cut to 100 columns otherwise)")
     best.set_defaults(handler=_best)
 
     dashboard = sub.add_parser(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 import warnings
 from pathlib import Path
@@ -148,17 +149,23 @@ def describe_storage_error(storage: str, exc: BaseException) -> str:
 
 
 def masked(storage: str) -> str:
-    """``storage`` with any password replaced by ``***`` (errors end up in shared log files).
+    """``storage`` with any password replaced by ``***`` (output ends up in shared log files).
 
     Example:
         >>> masked("postgresql://hasnas:secret@db/hasnas"), masked("sqlite:///a.db")
         ('postgresql://hasnas:***@db/hasnas', 'sqlite:///a.db')
+        >>> masked("postgresql://hasnas@db/hasnas?password=secret&sslmode=require"), masked("redis://:pw@r:6379/0")
+        ('postgresql://hasnas@db/hasnas?password=***&sslmode=require', 'redis://:***@r:6379/0')
     """
+    storage = _PASSWORD_QUERY.sub(r"\1***", storage)
     scheme, sep, rest = storage.partition("://")
     user, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in user:
         return storage
     return f"{scheme}://{user.split(':', 1)[0]}:***@{host}"
+
+
+_PASSWORD_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
 
 
 def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int | None,

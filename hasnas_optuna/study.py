@@ -23,11 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna.artifacts import artifact_dir_for
+from hasnas_optuna.cim import METRICS
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import annotate_study
 from hasnas_optuna.objective import HasnasObjective, default_datamodule
+from hasnas_optuna.results import COST_ATTRS
 from hasnas_optuna.sampler import HardwareAwareSampler
-from hasnas_optuna.storage import DEFAULT_STORAGE, describe_storage_error, open_storage
+from hasnas_optuna.storage import DEFAULT_STORAGE, describe_storage_error, masked, open_storage
 from hasnas_optuna.training import TrialFailed
 
 if TYPE_CHECKING:
@@ -225,6 +227,7 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
     gc.freeze()
     if interruption.requested:  # a signal while the data loaded or candidates were screened
         raise KeyboardInterrupt
+    started = time.perf_counter()
     try:
         study.optimize(interruption.guard(objective), n_trials=worker_trials, timeout=limit,
                        catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
@@ -237,7 +240,47 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
     annotate_study(study, config=config)
     if interruption.requested:
         raise KeyboardInterrupt
+    if out is not None:
+        print(stop_reason(study, target=target, worker_trials=worker_trials, timeout=limit,
+                          elapsed=time.perf_counter() - started), file=out)
     return study
+
+
+def stop_reason(study: optuna.Study, *, target: int, worker_trials: int | None, timeout: float | None,
+                elapsed: float) -> str:
+    """Why a search returned, and how to go on.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> stop_reason(study, target=50, worker_trials=None, timeout=200, elapsed=201.0)[:58]
+        'stopped by the time limit (200 s): 0 of 50 trials finished'
+    """
+    done = counted_trials(study)
+    if worker_trials is None and done >= target:
+        return f"done: the study holds {done} finished trials (n_trials = {target})"
+    if timeout and elapsed >= timeout:
+        return (f"stopped by the time limit ({timeout:.0f} s): {done} of {target} trials finished; run the same "
+                "command again to go on (--timeout S allows more time per run)")
+    if worker_trials is not None:
+        return f"done: this worker ran its {worker_trials} trials; the study holds {done}"
+    return f"stopped: {done} of {target} trials finished; run the same command again to go on"
+
+
+def next_steps(study_name: str, storage: str) -> str:
+    """The commands that read a finished study (the storage's password masked).
+
+    Example:
+        >>> print(next_steps("digits", "postgresql://me:secret@db/hasnas"))
+        next steps:
+          hasnas best      --storage postgresql://me:***@db/hasnas --study-name digits   # the table again, --json
+          hasnas report    --storage postgresql://me:***@db/hasnas --study-name digits   # figures and tables
+          hasnas export    --storage postgresql://me:***@db/hasnas --study-name digits   # the best network
+          hasnas dashboard --storage postgresql://me:***@db/hasnas --study-name digits   # watch it live
+    """
+    where = f"--storage {masked(storage)} --study-name {study_name}"
+    return "\n".join(["next steps:"] + [f"  hasnas {command:<9} {where}   # {what}" for command, what in (
+        ("best", "the table again, --json"), ("report", "figures and tables"), ("export", "the best network"),
+        ("dashboard", "watch it live"))])
 
 
 RETRY_HISTORY = "retry_history"
@@ -335,29 +378,39 @@ class _Interruption:
 
 
 class _ProgressLine:
-    """One line per finished trial: accuracy, costs, feasibility, time."""
+    """One line per finished trial under a header: accuracy, costs, budgets (the broken ones named), time."""
 
     def __init__(self, out: TextIO, config: StudyConfig) -> None:
         self.out = out
         self.config = config
         self.start = time.perf_counter()
+        self.metrics = [METRICS[name] for name in METRICS]
+        costs = " ".join(f"{f'{m.name} {m.ascii_unit}':>{_WIDTH}}" for m in self.metrics)
+        print(f"{'trial':>9} {'val acc':<11} | {costs} | budgets | elapsed", file=out, flush=True)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         attrs = trial.user_attrs
-        feasible = all(v <= 0 for v in trial.constraints.values())
         acc = attrs.get("val_accuracy")
         what = (f"acc {acc:.3f}" if acc is not None else
                 "not trained" if attrs.get("trained") is False else trial.state.name.lower())
         if trial.state == TrialState.FAIL:
             print(f"trial {trial.number:>3} {what:<11} | {attrs.get('status', 'failed')}", file=self.out, flush=True)
             return
-        line = (
-            f"trial {trial.number:>3} {what:<11} | "
-            f"{attrs.get('cost/memory_params', 0):>9,} params {attrs.get('cost/area_mm2', 0):8.3f} mm2 "
-            f"{attrs.get('cost/latency_ms', 0):9.4f} ms {attrs.get('cost/energy_uj', 0):9.4f} uJ | "
-            f"{'feasible' if feasible else 'INFEASIBLE'} | {time.perf_counter() - self.start:6.1f} s"
-        )
+        costs = " ".join(_cost_cell(attrs.get(COST_ATTRS[m.name])) for m in self.metrics)
+        broken = [f"{name} {slack:+.0%}" for name, slack in trial.constraints.items() if slack > 0]
+        verdict = "INFEASIBLE: " + ", ".join(broken) if broken else "feasible"
+        line = f"trial {trial.number:>3} {what:<11} | {costs} | {verdict} | {time.perf_counter() - self.start:.1f} s"
         print(line, file=self.out, flush=True)
+
+
+_WIDTH = 11
+"""Characters of one cost column in the per-trial lines."""
+
+
+def _cost_cell(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return f"{'-':>{_WIDTH}}"
+    return f"{value:>{_WIDTH},}" if isinstance(value, int) else f"{value:>{_WIDTH}.4g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,8 +439,14 @@ def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
     return rows
 
 
-def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage: str | None = None) -> str:
-    """The table ``hasnas search`` ends with and ``hasnas best`` prints."""
+ARCHITECTURE_COLUMNS = 100
+"""Width the best-trials table keeps to: longer architecture summaries are cut (``hasnas best --wide``)."""
+
+
+def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage: str | None = None,
+                wide: bool = False) -> str:
+    """The table ``hasnas search`` ends with and ``hasnas best`` prints; summaries cut to fit 100 columns
+    unless ``wide``."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     trained = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained"))
     lines = [
@@ -395,6 +454,7 @@ def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage:
         f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed), "
         f"{trained} trained, {len(states) - trained} never trained",
     ]
+    cut = False
     if not rows:
         lines.append("no feasible trained trial yet")
     else:
@@ -402,12 +462,17 @@ def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage:
                      f"{'latency ms':>10} {'energy uJ':>9}  architecture")
         for r in rows:
             test = f"{r['test_accuracy']:.3f}" if r["test_accuracy"] is not None else "-"
-            lines.append(
-                f"{r['trial']:>5} {r['val_accuracy']:>7.3f} {test:>8} {r['memory_params']:>9,} {r['area_mm2']:>9.3f} "
-                f"{r['latency_ms']:>10.4f} {r['energy_uj']:>9.4f}  {r['summary']}"
-            )
+            line = (f"{r['trial']:>5} {r['val_accuracy']:>7.3f} {test:>8} {r['memory_params']:>9,} "
+                    f"{r['area_mm2']:>9.3f} {r['latency_ms']:>10.4f} {r['energy_uj']:>9.4f}  ")
+            room = ARCHITECTURE_COLUMNS - len(line)
+            summary = str(r["summary"])
+            if not wide and len(summary) > room:
+                summary, cut = summary[:room - 1] + "…", True
+            lines.append(line + summary)
+        if cut:
+            lines.append("(architectures cut to fit 100 columns: hasnas best --wide or --json shows them whole)")
     if storage is not None:
-        lines.append(f"watch it: hasnas dashboard --storage {storage} --study-name {study.study_name}")
+        lines.append(f"watch it: hasnas dashboard --storage {masked(storage)} --study-name {study.study_name}")
     return "\n".join(lines)
 
 

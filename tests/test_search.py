@@ -104,3 +104,31 @@ def test_embedded_default_is_studies_digits() -> None:
     assert load_config(None) == load_config(root / "studies" / "digits.toml")
     for path in sorted((root / "studies").glob("*.toml")):
         assert load_config(path).name == path.stem
+
+
+def test_terminal_lines_name_broken_budgets_and_fit_100_columns() -> None:
+    import io
+
+    from hasnas_optuna.study import _ProgressLine, format_best
+
+    out = io.StringIO()
+    line = _ProgressLine(out, config())
+    study = optuna.create_study(directions=["maximize"])
+    attrs = {"val_accuracy": 0.9, "trained": True, "cost/memory_params": 1200, "cost/area_mm2": 5.5,
+             "cost/latency_ms": 0.02, "cost/energy_uj": 0.06, "summary": "1x8x8 C=8 T=4 direct | " + "A" * 200}
+    for number, slack in enumerate(({"energy": 0.2, "area": -0.1}, {"energy": -0.5, "area": -0.1})):
+        study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs=attrs,
+                                                  system_attrs={f"constraints:{k}": v for k, v in slack.items()}))
+        assert study.trials[number].constraints == slack
+        line(study, study.trials[number])
+    header, infeasible, feasible = out.getvalue().splitlines()
+    assert header.split("|")[1].split() == ["memory", "params", "area", "mm2", "latency", "ms", "energy", "uJ"]
+    assert infeasible.endswith(" s") and "INFEASIBLE: energy +20%" in infeasible and "area" not in infeasible.split(
+        "|")[2]
+    assert "| feasible |" in feasible
+    rows = [{"trial": 0, "val_accuracy": 0.9, "test_accuracy": None, "memory_params": 1200, "area_mm2": 5.5,
+             "latency_ms": 0.02, "energy_uj": 0.06, "summary": attrs["summary"]}]
+    table = format_best(study, rows, storage="postgresql://me:secret@db/x")
+    assert all(len(text) <= 100 for text in table.splitlines()[1:3]) and "whole" in table
+    assert "secret" not in table and "postgresql://me:***@db/x" in table
+    assert attrs["summary"] in format_best(study, rows, wide=True)
