@@ -41,12 +41,13 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import upload_artifacts
-from hasnas_optuna.storage import journal_path, sqlite_path
+from hasnas_optuna.storage import journal_path, masked, sqlite_path
 
 if TYPE_CHECKING:
     import torch
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.storages import BaseStorage
+    from optuna.study._frozen import FrozenStudy
     from optuna.trial import FrozenTrial
 
     from hasnas_optuna.architecture import Architecture
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ARCHITECTURE_JSON",
     "ARCHITECTURE_SVG",
+    "ARTIFACT_DIR_ATTR",
     "COST_CSV",
     "COST_JSON",
     "CURVE_SVG",
@@ -88,11 +90,18 @@ _MIMETYPES = {
 # ---------------------------------------------------------------------------------------------
 # Where the store lives
 
-def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path | None = None) -> Path:
-    """The artifact folder of a study storage: ``artifact_dir`` if given, else beside the SQLite file.
+ARTIFACT_DIR_ATTR = "hasnas/artifact_dir"
+"""Study user attribute: the absolute artifact folder the search wrote to (readers find it there)."""
 
-    Raises :class:`ConfigError` when there is no file to put it beside (in-memory SQLite, a
-    database server): pass ``artifact_dir`` then.
+
+def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path | None = None, *,
+                     study: optuna.Study | FrozenStudy | None = None) -> Path:
+    """The artifact folder of a study: ``artifact_dir`` if given; else the one the search recorded on
+    ``study``; else beside a SQLite or journal file; else, for a database server, ``NAME-artifacts``
+    in the working directory (NAME the study's name).
+
+    Raises :class:`ConfigError` for an in-memory SQLite database (nothing of it outlives the process)
+    or a server storage without a study to name the folder after.
 
     Example:
         >>> artifact_dir_for("sqlite:///hasnas.db").as_posix(), artifact_dir_for("sqlite://", "arts").as_posix()
@@ -100,17 +109,25 @@ def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path
         >>> artifact_dir_for("sqlite://")
         Traceback (most recent call last):
         ...
-        hasnas_optuna._errors.ConfigError: storage 'sqlite://' has no database file to keep artifacts beside; ...
+        hasnas_optuna._errors.ConfigError: storage 'sqlite://' is in memory: it keeps no artifacts; ...
     """
     if artifact_dir is not None:
         return Path(artifact_dir)
+    recorded = study.user_attrs.get(ARTIFACT_DIR_ATTR) if study is not None else None
+    if isinstance(recorded, str):
+        return Path(recorded)
     url = storage if isinstance(storage, str) else getattr(storage, "url", None)
     path = (sqlite_path(url) or journal_path(url)) if isinstance(url, str) else None
-    if path is None:
-        shown = url if isinstance(url, str) else type(storage).__name__
+    if path is not None:
+        return path.parent / f"{path.stem}-artifacts"
+    shown = masked(url) if isinstance(url, str) else type(storage).__name__
+    if isinstance(url, str) and url.startswith("sqlite:"):
+        raise ConfigError(f"storage {shown!r} is in memory: it keeps no artifacts; give an artifact folder "
+                          "(--artifact-dir DIR) or a database file")
+    if study is None:
         raise ConfigError(f"storage {shown!r} has no database file to keep artifacts beside; "
                           "give an artifact folder (--artifact-dir DIR)")
-    return path.parent / f"{path.stem}-artifacts"
+    return Path.cwd() / f"{study.study_name}-artifacts"
 
 
 def open_artifact_store(path: str | Path, *, create: bool = True) -> FileSystemArtifactStore:

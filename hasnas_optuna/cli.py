@@ -107,13 +107,13 @@ def _best(args: argparse.Namespace) -> int:
     return 0
 
 
-def _artifact_store(storage: str, artifact_dir: str | None, *, required: bool) -> Any:
+def _artifact_store(storage: str, artifact_dir: str | None, study: Any, *, required: bool) -> Any:
     """The study's artifact store if its folder exists; ``None`` (or, if ``required``, an error) if not."""
     from hasnas_optuna._errors import ConfigError
     from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
 
     try:
-        folder = artifact_dir_for(storage, artifact_dir)
+        folder = artifact_dir_for(storage, artifact_dir, study=study)
     except ConfigError:
         if required:
             raise
@@ -139,7 +139,7 @@ def _report(args: argparse.Namespace) -> int:
     from hasnas_optuna.storage import load_study_for_reading
 
     study = load_study_for_reading(args.storage, args.study_name)
-    store = _artifact_store(args.storage, args.artifact_dir, required=False)
+    store = _artifact_store(args.storage, args.artifact_dir, study, required=False)
     written = write_report(study, args.out, artifact_store=store, storage=args.storage)
     figures = ", ".join(path.name for key, path in written.items() if key != "html")
     print(f"wrote {written['html']} (figures: {figures})")
@@ -151,7 +151,7 @@ def _export(args: argparse.Namespace) -> int:
     from hasnas_optuna.storage import load_study_for_reading
 
     study = load_study_for_reading(args.storage, args.study_name)
-    store = _artifact_store(args.storage, args.artifact_dir, required=True)
+    store = _artifact_store(args.storage, args.artifact_dir, study, required=True)
     written = export_trial(study, args.out, artifact_store=store, trial_number=args.trial)
     trial = json.loads(written["trial"].read_text(encoding="utf-8"))["trial"]
     print(f"trial {trial} exported to {args.out}: " + ", ".join(path.name for path in written.values()))

@@ -647,8 +647,9 @@ def serve_dashboard(
         raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
     store = None
     folder: Path | None = None
-    try:
-        folder = artifact_dir_for(storage, artifact_dir)
+    served = [s for s in studies if study_name is None or s.study_name == study_name]
+    try:  # one study served: the folder its search recorded (server storages keep it by study)
+        folder = artifact_dir_for(storage, artifact_dir, study=served[0] if len(served) == 1 else None)
     except ConfigError:
         _LOG.warning("no artifact folder for %s: serving without artifacts (give --artifact-dir)", storage)
     if folder is not None:

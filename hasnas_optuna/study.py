@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError, HasnasError
-from hasnas_optuna.artifacts import artifact_dir_for
+from hasnas_optuna.artifacts import ARTIFACT_DIR_ATTR, artifact_dir_for
 from hasnas_optuna.cim import METRICS
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import annotate_study
@@ -197,9 +197,14 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
         annotate_study(study, config=config)
         return study
     try:
-        folder: Path | None = artifact_dir_for(storage, artifact_dir)
+        folder: Path | None = artifact_dir_for(storage, artifact_dir, study=study).resolve()
     except ConfigError:
-        folder = None  # in-memory or server storage without a folder: no artifacts
+        folder = None  # in-memory SQLite: nothing of the study outlives the process
+    if folder is not None and study.user_attrs.get(ARTIFACT_DIR_ATTR) != str(folder):
+        study.set_user_attr(ARTIFACT_DIR_ATTR, str(folder))  # readers find it from any working directory
+    if out is not None:
+        print(f"artifacts (weights, drawings, costs): {folder}" if folder is not None
+              else "artifacts: none kept (in-memory storage)", file=out)
     objective = HasnasObjective(config, data, artifact_dir=folder)
     if config.fitness != "trained":
         from hasnas_optuna.screening import train_best_scored

@@ -366,3 +366,38 @@ def test_plain_optuna_and_the_dashboard_open_the_same_postgresql_url() -> None:
         status: list[str] = []
         body = b"".join(optuna_dashboard.wsgi(url)(environ, lambda s, h, *_: status.append(s)))
         assert status[0].startswith("200") and b'"shared"' in body
+
+
+def test_a_search_on_a_database_server_keeps_its_artifacts_and_export_finds_them(tmp_path: Path) -> None:
+    # no --artifact-dir: the weights go to NAME-artifacts in the working directory, the study records
+    # the folder, and export run from elsewhere finds it (before, a server storage kept no artifacts)
+    import io
+    import subprocess
+    import sys
+
+    from hasnas_optuna.config import StudyConfig
+    from hasnas_optuna.study import run_search
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir(), elsewhere.mkdir()
+    config = StudyConfig.from_dict({
+        "study": {"name": "kept", "n_trials": 1, "population_size": 2},
+        "space": {"channels": [4], "hidden_features": [0], "timesteps": [2], "encodings": ["direct"]},
+        "training": {"epochs": 1, "pruner": "none"},
+    })
+    with fresh_database("postgresql") as url:
+        out = io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(run_dir)
+        try:
+            study = run_search(config, storage=url, out=out)
+        finally:
+            os.chdir(cwd)
+        folder = run_dir / "kept-artifacts"
+        assert f"artifacts (weights, drawings, costs): {folder}" in out.getvalue()
+        assert study.user_attrs["hasnas/artifact_dir"] == str(folder) and any(folder.rglob("*"))
+        result = subprocess.run(
+            [sys.executable, "-m", "hasnas_optuna.cli", "export", "--storage", url, "--study-name", "kept",
+             "--out", str(tmp_path / "exported")], cwd=elsewhere, capture_output=True, text=True, timeout=WAIT_S)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "exported" / "trial.json").is_file()
