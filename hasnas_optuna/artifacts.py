@@ -96,9 +96,9 @@ ARTIFACT_DIR_ATTR = "hasnas/artifact_dir"
 
 def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path | None = None, *,
                      study: optuna.Study | FrozenStudy | None = None) -> Path:
-    """The artifact folder of a study: ``artifact_dir`` if given; else the one the search recorded on
-    ``study``; else beside a SQLite or journal file; else, for a database server, ``NAME-artifacts``
-    in the working directory (NAME the study's name).
+    """The artifact folder of a study: ``artifact_dir`` if given; else beside a SQLite or journal file;
+    else, for a database server, the one the search recorded on ``study``, or ``NAME-artifacts`` in
+    the working directory (NAME the study's name).
 
     Raises :class:`ConfigError` for an in-memory SQLite database (nothing of it outlives the process)
     or a server storage without a study to name the folder after.
@@ -113,13 +113,13 @@ def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path
     """
     if artifact_dir is not None:
         return Path(artifact_dir)
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+    path = (sqlite_path(url) or journal_path(url)) if isinstance(url, str) else None
+    if path is not None:  # it moves with the file
+        return path.parent / f"{path.stem}-artifacts"
     recorded = study.user_attrs.get(ARTIFACT_DIR_ATTR) if study is not None else None
     if isinstance(recorded, str):
         return Path(recorded)
-    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
-    path = (sqlite_path(url) or journal_path(url)) if isinstance(url, str) else None
-    if path is not None:
-        return path.parent / f"{path.stem}-artifacts"
     shown = masked(url) if isinstance(url, str) else type(storage).__name__
     if isinstance(url, str) and url.startswith("sqlite:"):
         raise ConfigError(f"storage {shown!r} is in memory: it keeps no artifacts; give an artifact folder "
