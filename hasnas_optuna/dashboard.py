@@ -50,7 +50,7 @@ from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import set_user_attrs
 from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
 from hasnas_optuna.results import COST_ATTRS, UNITS
-from hasnas_optuna.storage import open_storage
+from hasnas_optuna.storage import masked, open_storage
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -644,14 +644,14 @@ def serve_dashboard(
     studies = backend.get_all_studies()
     names = [s.study_name for s in studies]
     if study_name is not None and study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
+        raise ConfigError(f"no study {study_name!r} in {masked(storage)}; studies there: {', '.join(names) or 'none'}")
     store = None
     folder: Path | None = None
     served = [s for s in studies if study_name is None or s.study_name == study_name]
     try:  # one study served: the folder its search recorded (server storages keep it by study)
         folder = artifact_dir_for(storage, artifact_dir, study=served[0] if len(served) == 1 else None)
     except ConfigError:
-        _LOG.warning("no artifact folder for %s: serving without artifacts (give --artifact-dir)", storage)
+        _LOG.warning("no artifact folder for %s: serving without artifacts (give --artifact-dir)", masked(storage))
     if folder is not None:
         if artifact_dir is not None and not folder.is_dir():
             raise ConfigError(f"artifact folder {str(folder)!r} does not exist")
@@ -671,7 +671,7 @@ def serve_dashboard(
     page = "" if study_name is None else f"studies/{backend.get_study_id_from_name(study_name)}"
     url = f"http://127.0.0.1:{server.server_port}/dashboard/{page}"
     if out is not None:
-        print(f"optuna-dashboard at {url} (storage {storage}; artifacts "
+        print(f"optuna-dashboard at {url} (storage {masked(storage)}; artifacts "
               f"{str(folder) if folder is not None else 'off'}); Ctrl-C stops it", file=out, flush=True)
     try:
         server.serve_forever()

@@ -44,6 +44,7 @@ from hasnas_optuna.dashboard import (
     is_feasible,
     study_budgets,
 )
+from hasnas_optuna.storage import masked
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -321,7 +322,7 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>HASNAS report: {html.escape(study.study_name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>HASNAS study <code>{html.escape(study.study_name)}</code></h1>",
-        f'<p class="muted">{html.escape(storage or "")} &middot; {len(trials)} trials ('
+        f'<p class="muted">{html.escape(masked(storage) if storage else "")} &middot; {len(trials)} trials ('
         + ", ".join(f"{n} {html.escape(k)}" for k, n in states.items()) + ") &middot; objectives: "
         + ", ".join(f"{html.escape(n)} ({d})" for n, d in zip(names, directions, strict=True))
         + (f" &middot; chip <code>{html.escape(str(hardware.get('preset')))}</code>" if hardware else "")

@@ -401,3 +401,30 @@ def test_a_search_on_a_database_server_keeps_its_artifacts_and_export_finds_them
              "--out", str(tmp_path / "exported")], cwd=elsewhere, capture_output=True, text=True, timeout=WAIT_S)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "exported" / "trial.json").is_file()
+
+
+def test_no_password_in_anything_a_run_writes(tmp_path: Path) -> None:
+    # the server trusts local connections, so a URL with a password works; it must never be shown
+    import subprocess
+    import sys
+
+    secret = "S3cretPW"
+    config = tmp_path / "tiny.toml"
+    config.write_text('[study]\nname = "secret"\nn_trials = 1\npopulation_size = 2\n[space]\nchannels = [4]\n'
+                      'hidden_features = [0]\ntimesteps = [2]\nencodings = ["direct"]\n'
+                      '[training]\nepochs = 1\npruner = "none"\n')
+    with fresh_database("postgresql") as url:
+        url = url.replace("postgres@", f"postgres:{secret}@")
+        outputs = []
+        for args in (["search", str(config), "--storage", url],
+                     ["best", "--storage", url, "--study-name", "secret"],
+                     ["best", "--storage", url + "?password=" + secret, "--study-name", "nope"],
+                     ["report", "--storage", url, "--study-name", "secret", "--out", str(tmp_path / "report")],
+                     ["export", "--storage", url, "--study-name", "secret", "--out", str(tmp_path / "export")]):
+            result = subprocess.run([sys.executable, "-m", "hasnas_optuna.cli", *args], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=WAIT_S)
+            outputs.append(result.stdout + result.stderr)
+        assert "postgres:***@" in outputs[0] and "no study 'nope'" in outputs[2]
+        assert all(secret not in text for text in outputs), outputs
+        written = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert len(written) > 5 and not any(secret.encode() in p.read_bytes() for p in written)
