@@ -275,6 +275,13 @@ def _img(path: Path, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _cell(value: Any, number_format: str = "") -> str:
+    """HTML text of a table cell: a number formatted with ``number_format``, anything else escaped."""
+    if number_format and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, number_format)
+    return html.escape(str(value)) if value is not None else ""
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = ()) -> str:
     out = ["<table><tr>" + "".join(f'<th class="{"l" if i in left else ""}">{html.escape(h)}</th>'
                                    for i, h in enumerate(head)) + "</tr>"]
@@ -373,11 +380,15 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
         parts.append(_img(written["best_layers"], title))
         if cost.get("source"):
             parts.append(f'<p class="muted">{html.escape(str(cost["source"]))}</p>')
-        rows = [[str(layer["index"]), html.escape(layer["name"]), layer["type"], f"{layer['params']:,}",
-                 f"{layer['spike_rate']:.3f}", f"{layer['area_mm2']:.4g}", f"{layer['energy_uj']:.4g}",
-                 f"{layer['latency_ms']:.4g}"] for layer in cost["layers"]]
-        rows.append(["", "<b>total</b>", "", f"<b>{cost['memory_params']:,}</b>", "", f"<b>{cost['area_mm2']:.4g}</b>",
-                     f"<b>{cost['energy_uj']:.4g}</b>", f"<b>{cost['latency_ms']:.4g}</b>"])
+        # the report is read from a trial's artifact, which anyone who can write the study can craft:
+        # every cell is escaped, and numbers are formatted only when they are numbers
+        rows = [[_cell(layer.get("index")), _cell(layer.get("name")), _cell(layer.get("type")),
+                 _cell(layer.get("params"), ","), _cell(layer.get("spike_rate"), ".3f"),
+                 _cell(layer.get("area_mm2"), ".4g"), _cell(layer.get("energy_uj"), ".4g"),
+                 _cell(layer.get("latency_ms"), ".4g")] for layer in cost["layers"] if isinstance(layer, Mapping)]
+        rows.append(["", "<b>total</b>", "", f"<b>{_cell(cost.get('memory_params'), ',')}</b>", "",
+                     f"<b>{_cell(cost.get('area_mm2'), '.4g')}</b>", f"<b>{_cell(cost.get('energy_uj'), '.4g')}</b>",
+                     f"<b>{_cell(cost.get('latency_ms'), '.4g')}</b>"])
         parts.append(_table(["#", "layer", "type", "params", "spike rate", "area mm²", "energy µJ", "latency ms"],
                             rows, left=[1, 2]))
     stamp = max((t.datetime_complete for t in trials if t.datetime_complete is not None),

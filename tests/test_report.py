@@ -11,6 +11,7 @@ import optuna
 import pytest
 from test_artifacts import STUDY, build_study
 
+from hasnas_optuna.artifacts import open_artifact_store
 from hasnas_optuna.cli import main
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import best_feasible_trials
@@ -95,3 +96,26 @@ def test_user_errors_are_one_line(tiny: tuple[str, optuna.Study, Path], tmp_path
         assert main(["report", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("hasnas report: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_hostile_cost_artifact_is_escaped(tmp_path: Path) -> None:
+    # anyone who can write to the study can write a trial's cost_report.json: nothing in it runs
+    import json
+
+    from hasnas_optuna.artifacts import COST_JSON, find_artifact
+
+    storage, study, artifacts = build_study(tmp_path / "study", tmp_path / "cache")
+    best = best_feasible_trials(study)[0]
+    path = artifacts / find_artifact(study, best, COST_JSON).artifact_id
+    report = json.loads(path.read_text())
+    report["layers"][0].update(type="<script>alert(1)</script>", index='<img src=x onerror="alert(2)">',
+                               name="</td><script>alert(3)</script>")
+    path.write_text(json.dumps(report))
+    write_report(study, tmp_path / "out", artifact_store=open_artifact_store(artifacts, create=False),
+                 storage=storage)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(page)
+    assert not [tag for tag, _ in parser.tags if tag == "script"]
+    assert [attrs for tag, attrs in parser.tags if tag == "img" and "onerror" in attrs] == []
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;/td&gt;&lt;script&gt;alert(3)" in page
