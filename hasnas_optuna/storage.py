@@ -202,9 +202,13 @@ def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int |
                     url, engine_kwargs=engine_kwargs or None, heartbeat_interval=heartbeat_interval,
                     grace_period=2 * heartbeat_interval if heartbeat_interval else None,
                     heartbeat_stale_trial_callback=callback,
+                    skip_table_creation=not create,  # a reader never writes Optuna's tables into a database
                 )
                 break
             except Exception as exc:
+                if not create and _no_optuna_tables(exc):
+                    raise ConfigError(f"storage {masked(storage)!r} holds no Optuna studies (no Optuna tables: "
+                                      "an empty or foreign database); nothing was written to it") from None
                 if attempt == _SCHEMA_ATTEMPTS - 1 or not _lost_schema_race(exc):
                     raise
                 time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
@@ -214,6 +218,18 @@ def _database(storage: str, scheme: str, create: bool, heartbeat_interval: int |
 
 
 _SCHEMA_ATTEMPTS = 8
+
+
+def _no_optuna_tables(exc: BaseException) -> bool:
+    """Whether opening without creating tables failed because the database has none of Optuna's
+    (Optuna may wrap the driver's error: the whole chain of causes is read)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(getattr(seen, "orig", None) or seen).lower()
+        if "no such table" in text or "does not exist" in text or "doesn't exist" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _lost_schema_race(exc: BaseException) -> bool:

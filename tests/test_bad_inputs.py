@@ -221,3 +221,19 @@ def test_bad_command_line_values(capsys: pytest.CaptureFixture[str]) -> None:
     assert "argument --n-trials: '0' must be >= 1" in err and len(err.strip().splitlines()) == 1
     code, err = run(capsys, "search", "/no/such/study.toml")
     assert code == 2 and "/no/such/study.toml" in err, err
+
+
+@pytest.mark.parametrize("content", ["empty", "foreign"])
+def test_readers_never_write_optuna_tables_into_a_database(content: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    path = tmp_path / "not-a-study.db"
+    path.touch()
+    if content == "foreign":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE mine (x)")
+    before = path.read_bytes()
+    code, err = run(capsys, "best", "--storage", f"sqlite:///{path}", "--study-name", "x")
+    assert code == 2 and "holds no Optuna studies" in err and "nothing was written" in err
+    assert path.read_bytes() == before

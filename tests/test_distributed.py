@@ -428,3 +428,14 @@ def test_no_password_in_anything_a_run_writes(tmp_path: Path) -> None:
         assert all(secret not in text for text in outputs), outputs
         written = [p for p in tmp_path.rglob("*") if p.is_file()]
         assert len(written) > 5 and not any(secret.encode() in p.read_bytes() for p in written)
+
+
+def test_a_reader_leaves_an_empty_database_empty() -> None:
+    import psycopg
+
+    with fresh_database("postgresql") as url:
+        with pytest.raises(ConfigError, match=r"holds no Optuna studies .* nothing was written to it"):
+            open_storage(url, create=False)
+        with psycopg.connect(url) as db:
+            tables = db.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+            assert tables.fetchone() == (0,)
