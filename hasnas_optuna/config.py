@@ -130,8 +130,7 @@ class StudyConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"study.name={self.name!r} must be a non-empty string")
+        check_study_name(self.name, "study.name")
         objectives = tuple(self.objectives) if isinstance(self.objectives, (list, tuple)) else (self.objectives,)
         if not objectives or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
             raise ConfigError(f"study.objectives={list(objectives)!r} must start with \"accuracy\" and not repeat")
@@ -149,9 +148,9 @@ class StudyConfig:
             raise ConfigError(f"study.fitness={self.fitness!r} is not allowed; use one of {', '.join(FITNESS_MODES)}")
         _int("study.score_trials", self.score_trials, 1)
         _int("study.score_batch", self.score_batch, 2)
-        _int("study.seed", self.seed, 0)
+        _int("study.seed", self.seed, 0, 2**32 - 1)  # NumPy's generators take 32-bit seeds
         _int("study.n_trials", self.n_trials, 1)
-        _int("study.heartbeat_interval", self.heartbeat_interval, 0)
+        _int("study.heartbeat_interval", self.heartbeat_interval, 0, 86_400)
         _int("study.max_retry", self.max_retry, 0)
         if self.timeout is not None:
             _real("study.timeout", self.timeout, 0.0, math.inf)
@@ -258,9 +257,42 @@ def _typed(data: dict[str, Any], cls: type, origin: str, section: str) -> dict[s
     return data
 
 
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+def _int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}" + (f" and <= {high}" if high else ""))
+
+
+STUDY_NAME_LENGTH = 200
+"""Longest study name: it also names folders (``NAME-artifacts``, training logs)."""
+
+
+def check_study_name(name: Any, where: str = "study name") -> str:
+    """``name`` if it can name a study and the folders made after it; a one-line error otherwise.
+
+    Refused: empty names, names with surrounding spaces (MariaDB compares ``'a'`` and ``'a '`` as
+    equal), path separators or ``..`` (``NAME-artifacts`` and the training logs must stay where they
+    belong), control characters, and ``://`` (a storage URL given as a name).
+
+    Example:
+        >>> check_study_name("cifar10 run 2")
+        'cifar10 run 2'
+        >>> check_study_name("../../x")
+        Traceback (most recent call last):
+        ...
+        hasnas_optuna._errors.ConfigError: study name '../../x' must not contain '/', '\\' or '..' ...
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}={name!r} must be a non-empty string")
+    if name != name.strip():
+        raise ConfigError(f"{where}={name!r} has spaces at its ends; some databases ignore them, so two "
+                          "studies could become one")
+    if "://" in name:
+        raise ConfigError(f"{where}={name!r} looks like a storage URL; give the storage with --storage URL")
+    if "/" in name or "\\" in name or ".." in name:
+        raise ConfigError(f"{where} {name!r} must not contain '/', '\\' or '..' (it names folders: NAME-artifacts)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > STUDY_NAME_LENGTH:
+        raise ConfigError(f"{where}={name!r} must be printable and at most {STUDY_NAME_LENGTH} characters")
+    return name
 
 
 def _real(name: str, value: Any, low: float, high: float) -> None:

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna.artifacts import ARTIFACT_DIR_ATTR, artifact_dir_for
 from hasnas_optuna.cim import METRICS
-from hasnas_optuna.config import StudyConfig
+from hasnas_optuna.config import StudyConfig, check_study_name
 from hasnas_optuna.dashboard import annotate_study
 from hasnas_optuna.objective import HasnasObjective, default_datamodule
 from hasnas_optuna.results import COST_ATTRS
@@ -74,7 +74,7 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
     A storage string is opened with :func:`hasnas_optuna.storage.open_storage` and the config's
     heartbeat, so trials of a killed worker are failed and queued again.
     """
-    name = study_name or config.name
+    name = config.name if study_name is None else check_study_name(study_name, "--study-name")
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
               if config.training.pruner == "median" and len(config.objectives) == 1 else optuna.pruners.NopPruner())
     if isinstance(storage, str):
@@ -83,6 +83,11 @@ def open_study(config: StudyConfig, *, storage: str | optuna.storages.BaseStorag
         existing = {s.study_name: s for s in storage.get_all_studies()}
         if name in existing:  # check before touching it: a refused study stays exactly as it was
             _check_compatible(config, name, existing[name])
+        else:
+            twins = [other for other in existing if other.casefold() == name.casefold()]
+            if twins:  # MariaDB and MySQL compare names without case: they would be one study
+                raise ConfigError(f"study {name!r}: study {twins[0]!r} exists and differs only in letter case; "
+                                  "some databases treat the two as one, so use that name or another")
         study = optuna.create_study(
             storage=storage, study_name=name, directions=config.directions,  # type: ignore[arg-type]
             sampler=sampler or make_sampler(config),
@@ -145,7 +150,7 @@ def run_search(
     study is annotated for optuna-dashboard (feasibility columns, note, Pareto plot).
 
     Example:
-        >>> from hasnas_optuna.config import StudyConfig
+        >>> from hasnas_optuna.config import StudyConfig, check_study_name
         >>> config = StudyConfig.from_dict({"budgets": {"memory": 1}, "study": {"n_trials": 2}})
         >>> study = run_search(config, storage="sqlite://", out=None)  # every network breaks memory
         >>> [t.user_attrs["trained"] for t in study.trials]

@@ -237,3 +237,28 @@ def test_readers_never_write_optuna_tables_into_a_database(content: str, tmp_pat
     code, err = run(capsys, "best", "--storage", f"sqlite:///{path}", "--study-name", "x")
     assert code == 2 and "holds no Optuna studies" in err and "nothing was written" in err
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--study-name", ""], "--study-name='' must be a non-empty string"),
+    (["--study-name", "../../x"], "--study-name '../../x' must not contain '/'"),
+    (["--study-name", "sqlite:///other.db"], "looks like a storage URL"),
+    (["--study-name", "digits "], "has spaces at its ends"),
+    (["--study-name", "DIGITS"], "study 'digits' exists and differs only in letter case"),
+    (["--seed", "4294967296"], None),
+])
+def test_unsafe_study_names_are_refused_and_nothing_changes(argv: list[str], message: str | None, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+
+    db = tmp_path / "kept.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="digits").set_user_attr("mine", 1)
+    before = digest(tmp_path)
+    if message is None:  # the seed is checked by the config, in range of NumPy's 32-bit seeds
+        path = config(tmp_path, GOOD.replace("n_trials = 2", "n_trials = 2\nseed = 4294967296"))
+        code, err = run(capsys, "search", path, "--storage", f"sqlite:///{db}")
+        message = "study.seed=4294967296 must be an integer >= 0 and <= 4294967295"
+    else:
+        code, err = run(capsys, "search", config(tmp_path, GOOD), "--storage", f"sqlite:///{db}", *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert digest(tmp_path) == before and not list(tmp_path.glob("*artifacts*"))
