@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from hasnas_optuna._errors import HasnasError
+from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
@@ -72,6 +72,11 @@ def _search(args: argparse.Namespace) -> int:
     from hasnas_optuna.config import load_config
     from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
 
+    from hasnas_optuna.storage import sqlite_path
+
+    if args.storage.startswith("sqlite:") and sqlite_path(args.storage) is None:
+        raise ConfigError(f"storage {args.storage!r} is an in-memory database: the search would be lost when it "
+                          "ends; give a file (sqlite:///NAME.db)")
     config = load_config(args.config)
     worker = args.command == "worker"
     if args.seed is not None and not worker:
@@ -109,7 +114,6 @@ def _best(args: argparse.Namespace) -> int:
 
 def _artifact_store(storage: str, artifact_dir: str | None, study: Any, *, required: bool) -> Any:
     """The study's artifact store if its folder exists; ``None`` (or, if ``required``, an error) if not."""
-    from hasnas_optuna._errors import ConfigError
     from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
 
     try:
