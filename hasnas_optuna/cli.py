@@ -70,9 +70,8 @@ def _cost(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from hasnas_optuna.config import load_config
-    from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
-
     from hasnas_optuna.storage import sqlite_path
+    from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
 
     if args.storage.startswith("sqlite:") and sqlite_path(args.storage) is None:
         raise ConfigError(f"storage {args.storage!r} is an in-memory database: the search would be lost when it "

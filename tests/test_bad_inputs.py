@@ -262,3 +262,10 @@ def test_unsafe_study_names_are_refused_and_nothing_changes(argv: list[str], mes
         code, err = run(capsys, "search", config(tmp_path, GOOD), "--storage", f"sqlite:///{db}", *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert digest(tmp_path) == before and not list(tmp_path.glob("*artifacts*"))
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///", "sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_is_refused_for_a_search(storage: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "search", config(tmp_path, GOOD), "--storage", storage)
+    assert code == 2 and "is an in-memory database: the search would be lost" in err
