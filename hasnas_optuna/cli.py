@@ -71,12 +71,12 @@ def _cost(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from hasnas_optuna.config import load_config
     from hasnas_optuna.storage import sqlite_path
-    from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
 
     if args.storage.startswith("sqlite:") and sqlite_path(args.storage) is None:
         raise ConfigError(f"storage {args.storage!r} is an in-memory database: the search would be lost when it "
                           "ends; give a file (sqlite:///NAME.db)")
-    config = load_config(args.config)
+    config = load_config(args.config)  # a bad config answers before torch and Lightning are imported
+    from hasnas_optuna.study import best_rows, format_best, next_steps, run_search
     worker = args.command == "worker"
     if args.seed is not None and not worker:
         config = dataclasses.replace(config, seed=args.seed)
@@ -102,8 +102,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
+    from hasnas_optuna.results import best_rows, format_best, rows_json
     from hasnas_optuna.storage import load_study_for_reading
-    from hasnas_optuna.study import best_rows, format_best, rows_json
 
     study = load_study_for_reading(args.storage, args.study_name)
     rows = best_rows(study, limit=args.limit)

@@ -9,12 +9,20 @@ names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from hasnas_optuna.cim import METRICS, CostReport, Metric
+import optuna
+from optuna.trial import TrialState
 
-__all__ = ["COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "cost_attrs"]
+from hasnas_optuna.cim import METRICS, CostReport, Metric
+from hasnas_optuna.storage import masked
+
+__all__ = [
+    "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "best_rows", "cost_attrs",
+    "format_best", "rows_json",
+]
 
 COST_PREFIX = "cost/"
 PRIOR_PREFIX = "prior/"
@@ -63,3 +71,71 @@ def cost_attrs(prefix: str, report: CostReport) -> dict[str, Any]:
         "energy_dynamic_uj": report.energy_dynamic_uj, "energy_leakage_uj": report.energy_leakage_uj,
     })
     return {prefix + key: value for key, value in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Best feasible trials
+
+def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
+    """The best feasible trained trials: by accuracy, or the Pareto front for several objectives."""
+    trials = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("trained") and all(v <= 0 for v in t.constraints.values())
+    ]
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        trials = [t for t in trials if t.number in front]
+    trials.sort(key=lambda t: (-(t.values[0] if t.values else 0.0), t.number))
+    rows = []
+    for t in trials[:limit]:
+        attrs = t.user_attrs
+        rows.append({
+            "trial": t.number, "val_accuracy": attrs.get("val_accuracy"), "test_accuracy": attrs.get("test_accuracy"),
+            "memory_params": attrs.get("cost/memory_params"), "area_mm2": attrs.get("cost/area_mm2"),
+            "latency_ms": attrs.get("cost/latency_ms"), "energy_uj": attrs.get("cost/energy_uj"),
+            "summary": attrs.get("summary", ""), "architecture": attrs.get("architecture"),
+            "params": t.params,
+        })
+    return rows
+
+
+ARCHITECTURE_COLUMNS = 100
+"""Width the best-trials table keeps to: longer architecture summaries are cut (``hasnas best --wide``)."""
+
+
+def format_best(study: optuna.Study, rows: Sequence[dict[str, Any]], *, storage: str | None = None,
+                wide: bool = False) -> str:
+    """The table ``hasnas search`` ends with and ``hasnas best`` prints; summaries cut to fit 100 columns
+    unless ``wide``."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    trained = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained"))
+    lines = [
+        f"study {study.study_name!r}: {len(states)} trials ({states.count(TrialState.COMPLETE)} complete, "
+        f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed), "
+        f"{trained} trained, {len(states) - trained} never trained",
+    ]
+    cut = False
+    if not rows:
+        lines.append("no feasible trained trial yet")
+    else:
+        lines.append(f"{'trial':>5} {'val acc':>7} {'test acc':>8} {'params':>9} {'area mm2':>9} "
+                     f"{'latency ms':>10} {'energy uJ':>9}  architecture")
+        for r in rows:
+            test = f"{r['test_accuracy']:.3f}" if r["test_accuracy"] is not None else "-"
+            line = (f"{r['trial']:>5} {r['val_accuracy']:>7.3f} {test:>8} {r['memory_params']:>9,} "
+                    f"{r['area_mm2']:>9.3f} {r['latency_ms']:>10.4f} {r['energy_uj']:>9.4f}  ")
+            room = ARCHITECTURE_COLUMNS - len(line)
+            summary = str(r["summary"])
+            if not wide and len(summary) > room:
+                summary, cut = summary[:room - 1] + "…", True
+            lines.append(line + summary)
+        if cut:
+            lines.append("(architectures cut to fit 100 columns: hasnas best --wide or --json shows them whole)")
+    if storage is not None:
+        lines.append(f"watch it: hasnas dashboard --storage {masked(storage)} --study-name {study.study_name}")
+    return "\n".join(lines)
+
+
+def rows_json(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`best_rows` as JSON text."""
+    return json.dumps(list(rows), indent=2)
