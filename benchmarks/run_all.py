@@ -120,6 +120,16 @@ def _calibration(quick: bool, summary: Summary) -> str:
     ])
 
 
+def _cli(quick: bool, summary: Summary) -> str:
+    from benchmarks import cli_latency as cl
+
+    medians = cl.measure(repeats=1 if quick else 5)
+    for name, seconds in medians.items():
+        summary.append((f"`{name}`, fresh process (median)", f"{seconds:.2f} s", f"<= {cl.TARGET_S:.0f} s",
+                        _met(seconds <= cl.TARGET_S)))
+    return cl.table(medians) + "\n\n`python benchmarks/cli_latency.py`."
+
+
 def _search(quick: bool, summary: Summary) -> str:
     from benchmarks import search_overhead as so
 
@@ -203,13 +213,15 @@ def _gpu(quick: bool, summary: Summary) -> str:
     return gt.markdown(result)
 
 
-SUMMARY_PREFIXES = {"calibration": ("cost model vs NeuroSim",), "cost": ("cost model, one", "cost model, batched")}
+SUMMARY_PREFIXES = {"calibration": ("cost model vs NeuroSim",), "cost": ("cost model, one", "cost model, batched"),
+                    "cli": ("`hasnas ",)}
 """Summary rows of a section, by the start of their text (what ``--update`` replaces)."""
 
 SECTIONS: dict[str, tuple[str, Callable[[bool, Summary], str]]] = {
     "throughput": ("Training throughput: multi-step network against the plain snntorch per-step loop", _throughput),
     "calibration": ("Cost model against NeuroSim V1.4: leave-one-network-out cross-validation", _calibration),
     "cost": ("Cost-model throughput", _cost_model),
+    "cli": ("Read-only commands and config errors: time to answer", _cli),
     "search": ("Sampler overhead and training-free scoring", _search),
     "overhead": ("Per-trial overhead of a real 10-epoch digits trial", _trial_overhead),
     "storage": ("Storage writes of a trained trial", _storage),
