@@ -83,7 +83,7 @@ class PruneOnValidation(pl.Callback):
         self.monitor = monitor
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.monitor not in trainer.callback_metrics:
             return
         epoch = trainer.current_epoch
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)

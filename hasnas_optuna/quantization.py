@@ -45,6 +45,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -149,8 +151,17 @@ class Precision:
         return max(1.0, self.adc_range / ((1 << self.adc_bits) - 1))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (trial user attributes, export metadata)."""
+        """Plain values (trial user attributes, export metadata); :meth:`from_dict` reads them back."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Precision:
+        """The precision of :meth:`to_dict`."""
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Precision:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------------------------------
