@@ -299,11 +299,13 @@ def deployed_layer(module: nn.Module, precision: Precision) -> DeployedLayer:
 # ---------------------------------------------------------------------------------------------
 # The ADC
 
-def adc_convert(partial_sums: Tensor, precision: Precision, *, straight_through: bool = False) -> Tensor:
+def adc_convert(partial_sums: Tensor, precision: Precision, *, straight_through: bool = False,
+                inplace: bool = False) -> Tensor:
     """What a linear ``adc_bits`` ADC reads for partial sums in ``[0, adc_range]`` (same units).
 
     Levels are ``k * adc_step`` for ``k = 0 .. 2^adc_bits - 1``; values round to the nearest level,
-    half up; with ``straight_through`` the gradient passes unchanged.
+    half up; with ``straight_through`` the gradient passes unchanged; ``inplace`` overwrites
+    ``partial_sums`` (evaluation only).
 
     Example:
         >>> p = Precision(weight_bits=4, adc_bits=2, rows_per_read=6)  # range 0..6, levels 0, 2, 4, 6
@@ -314,37 +316,44 @@ def adc_convert(partial_sums: Tensor, precision: Precision, *, straight_through:
     if step == 1.0:
         return partial_sums
     levels = (1 << precision.adc_bits) - 1
+    if inplace:
+        return partial_sums.div_(step).add_(0.5).floor_().clamp_(0, levels).mul_(step)  # in place: evaluation
     converted = torch.floor(partial_sums / step + 0.5).clamp(0, levels) * step
     if straight_through:
         return partial_sums + (converted - partial_sums).detach()
     return converted
 
 
-def _row_groups(rows: int, precision: Precision) -> tuple[int, int]:
-    """``(groups, padded rows)``: crossbars of ``crossbar_size`` rows, each read ``rows_per_read`` at a time."""
+def _row_groups(rows: int, precision: Precision) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of each read: crossbars of ``crossbar_size`` rows, each read
+    ``rows_per_read`` rows at a time; reads that would hold no weight row are left out (their
+    partial sums are 0, which every ADC reads as 0)."""
     size, per_read = precision.crossbar_size, precision.rows_per_read
-    crossbars = -(-rows // size)
-    reads = -(-size // per_read)
-    return crossbars * reads, crossbars * reads * per_read
+    groups = []
+    for crossbar in range(0, rows, size):
+        end = min(crossbar + size, rows)
+        for start in range(crossbar, end, per_read):
+            groups.append((start, min(per_read, end - start, crossbar + size - start)))
+    return groups
 
 
-def _slice_matrix(q: Tensor, precision: Precision) -> Tensor:
+def _gather_groups(matrix: Tensor, groups: list[tuple[int, int]], per_read: int) -> Tensor:
+    """``[rows, ...]`` -> ``[groups, per_read, ...]``, zero rows where a read is not full."""
+    out = matrix.new_zeros((len(groups), per_read, *matrix.shape[1:]))
+    for g, (start, count) in enumerate(groups):
+        out[g, :count] = matrix[start:start + count]
+    return out
+
+
+def _slice_matrix(q: Tensor, precision: Precision, groups: list[tuple[int, int]]) -> Tensor:
     """``[groups, rows_per_read, out * slices]``: offset-encoded weight slices, zero on padding rows."""
     assert precision.weight_bits is not None
     out = q.shape[0]
     matrix = q.reshape(out, -1).t() + float(1 << (precision.weight_bits - 1))  # [rows, out], in [1, 2^b - 1]
-    rows = matrix.shape[0]
-    size, per_read = precision.crossbar_size, precision.rows_per_read
-    crossbars = -(-rows // size)
-    reads = -(-size // per_read)
-    padded = torch.zeros(crossbars * size, out, dtype=q.dtype, device=q.device)
-    padded[:rows] = matrix
-    blocks = torch.zeros(crossbars, reads * per_read, out, dtype=q.dtype, device=q.device)
-    blocks[:, :size] = padded.reshape(crossbars, size, out)
     base = 1 << precision.bits_per_cell
-    slices = [torch.remainder(torch.floor(blocks / float(base ** s)), base) for s in range(precision.slices)]
-    stacked = torch.stack(slices, dim=-1)  # [crossbars, reads*per_read, out, slices]
-    return stacked.reshape(crossbars * reads, per_read, out * precision.slices)
+    slices = torch.stack([torch.remainder(torch.floor(matrix / float(base ** s)), base)
+                          for s in range(precision.slices)], dim=-1)  # [rows, out, slices]
+    return _gather_groups(slices.reshape(matrix.shape[0], -1), groups, precision.rows_per_read)
 
 
 def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool = False,
@@ -368,8 +377,8 @@ def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool
     assert precision.weight_bits is not None
     n, rows, length = columns.shape
     out = q.shape[0]
-    groups, padded_rows = _row_groups(rows, precision)
-    matrix = _slice_matrix(q, precision)  # [G, R, out*S]
+    groups = _row_groups(rows, precision)
+    matrix = _slice_matrix(q, precision, groups)  # [G, R, out*S]
     shifts = torch.tensor([float((1 << precision.bits_per_cell) ** s) for s in range(precision.slices)],
                           dtype=columns.dtype, device=columns.device)
     offset = float(1 << (precision.weight_bits - 1))
@@ -380,22 +389,17 @@ def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool
                   for j in range(precision.input_bits)]
     else:
         planes = [(columns, 1.0)]
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, groups * out * precision.slices * length))
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(groups) * out * precision.slices * length))
     results = []
     for start in range(0, n, chunk):
         total: Tensor | None = None
         for plane, weight in planes:
             x = plane[start:start + chunk]
-            size = precision.crossbar_size
-            crossbars = -(-rows // size)
-            xs = torch.zeros(x.shape[0], crossbars * size, length, dtype=x.dtype, device=x.device)
-            xs[:, :rows] = x
-            xr = torch.zeros(x.shape[0], crossbars, padded_rows // crossbars, length, dtype=x.dtype, device=x.device)
-            xr[:, :, :size] = xs.reshape(x.shape[0], crossbars, size, length)
-            xg = xr.reshape(x.shape[0], groups, precision.rows_per_read, length)
-            sums = torch.einsum("ngrl,grm->ngml", xg, matrix)  # [n, G, out*S, L]
-            sums = adc_convert(sums, precision, straight_through=straight_through)
-            sums = sums.sum(dim=1).reshape(x.shape[0], out, precision.slices, length)
+            xg = _gather_groups(x.transpose(0, 1), groups, precision.rows_per_read)  # [G, R, n, L]
+            sums = torch.einsum("grnl,grm->nmgl", xg, matrix)  # [n, out*S, G, L]
+            sums = adc_convert(sums, precision, straight_through=straight_through,
+                               inplace=not straight_through and not torch.is_grad_enabled())
+            sums = sums.sum(dim=2).reshape(x.shape[0], out, precision.slices, length)
             acc = torch.einsum("nosl,s->nol", sums, shifts) - offset * x.sum(dim=1, keepdim=True)
             total = acc * weight if total is None else total + acc * weight
         assert total is not None
