@@ -1,7 +1,7 @@
 """Co-design evidence: the chip's weight and ADC precision change the accuracy of the trained network.
 
 Run: python benchmarks/codesign.py [--quick] [--seeds 3] [--part grid|search|all] [--trials 16]
-     [--json benchmarks/codesign.json]
+     [--datasets digits fashion_mnist] [--adc-test N] [--json PATH] [--tables-from LOG ...]
 
 1. **Grid** (fixed architectures, several seeds): for ``weight_bits`` in {2, 3, 4, 6, 8, float} each
    network is trained (quantisation-aware at that precision, or in float) and its test accuracy
@@ -81,8 +81,10 @@ def datamodule(dataset: str, seed: int) -> TensorDataModule:
     return dm
 
 
-def accuracy(net: SpikingNetwork, dm: TensorDataModule, split: str = "test") -> float:
+def accuracy(net: SpikingNetwork, dm: TensorDataModule, split: str = "test", limit: int | None = None) -> float:
     x, y = dm.splits[split]
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
     correct = 0
     with torch.no_grad():
         for start in range(0, len(y), 250):
@@ -90,7 +92,7 @@ def accuracy(net: SpikingNetwork, dm: TensorDataModule, split: str = "test") -> 
     return correct / len(y)
 
 
-def run_grid(dataset: str, seeds: list[int], *, quick: bool) -> list[dict[str, Any]]:
+def run_grid(dataset: str, seeds: list[int], *, quick: bool, adc_test: int | None = None) -> list[dict[str, Any]]:
     arch = architecture(dataset)
     epochs = 1 if quick else (DIGITS if dataset == "digits" else FMNIST)["epochs"]
     rows = []
@@ -104,7 +106,7 @@ def run_grid(dataset: str, seeds: list[int], *, quick: bool) -> list[dict[str, A
             result = train_architecture(arch, dm, epochs=epochs, seed=seed, precision=precision,
                                         on_module=modules.append)
             net = modules[0].network.eval()
-            row: dict[str, Any] = {"dataset": dataset, "seed": seed, "weight_bits": bits,
+            row: dict[str, Any] = {"dataset": dataset, "seed": seed, "weight_bits": bits, "adc_test_images": adc_test,
                                    "test_ideal_adc": result.test_accuracy, "train_seconds": result.seconds}
             if bits is None:  # float-trained, quantised after training (no retraining)
                 for ptq in (b for b in WEIGHT_BITS if b is not None):
@@ -113,7 +115,7 @@ def run_grid(dataset: str, seeds: list[int], *, quick: bool) -> list[dict[str, A
             else:
                 for adc, rpr in [(PRESET_ADC, 128)] + [(a, r) for r in ROWS_PER_READ for a in ADC_BITS]:
                     net.set_precision(Precision.from_hardware(chip.replace(adc_bits=adc, rows_per_read=rpr), adc=True))
-                    row[f"adc{adc}_rpr{rpr}"] = accuracy(net, dm)
+                    row[f"adc{adc}_rpr{rpr}"] = accuracy(net, dm, limit=adc_test)
             release_neurons(net)
             row["seconds"] = time.perf_counter() - start
             print(json.dumps(row), flush=True)
@@ -234,12 +236,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("grid", "search", "all"), default="all")
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"])
     parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--adc-test", type=int, default=None, metavar="N",
+                        help="evaluate through the ADCs on the first N test images only (ideal ADC: all)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    parser.add_argument("--tables-from", type=Path, nargs="+", metavar="LOG",
+                        help="print the tables of the JSON rows earlier runs printed (their stdout), run nothing")
     args = parser.parse_args(argv)
+    if args.tables_from:
+        lines = [json.loads(line) for path in args.tables_from for line in path.read_text().splitlines()
+                 if line.startswith("{")]
+        grid = [row for row in lines if "dataset" in row]
+        front = [row for row in lines if "trial" in row]
+        if grid:
+            print(grid_table(grid))
+        if front:
+            print(search_table({"front": front}))
+        return 0
     seeds = [0] if args.quick else list(range(args.seeds))
     out: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv)}
     if args.part in ("grid", "all"):
-        rows = [row for dataset in args.datasets for row in run_grid(dataset, seeds, quick=args.quick)]
+        rows = [row for dataset in args.datasets
+                for row in run_grid(dataset, seeds, quick=args.quick, adc_test=args.adc_test)]
         out["grid"] = rows
         print(grid_table(rows))
     if args.part in ("search", "all"):
