@@ -363,7 +363,8 @@ def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool
     ``columns`` is ``[N, rows, L]`` (im2col columns; ``L = 1`` for a linear layer) holding spikes
     (0/1) or, with ``analog``, values in [0, 1] applied as ``input_bits`` bit planes (the result
     is then divided by ``2^input_bits - 1``). ``q`` is the layer's integer weight ``[out, ...]``
-    with ``rows`` entries per output. Returns ``[N, out, L]``.
+    with ``rows`` entries per output. Returns ``[N, out, L]``. With ``straight_through`` the
+    gradient is that of the exact product ``columns @ q^T`` (the ADC's error passes as a constant).
 
     Example:
         >>> q = torch.tensor([[3.0, -1.0, 2.0, 0.0]])  # 3-bit weights: stored u = q + 4 = 7, 3, 6, 4
@@ -375,6 +376,11 @@ def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool
         tensor([14.])
     """
     assert precision.weight_bits is not None
+    if straight_through:
+        exact = torch.einsum("nrl,or->nol", columns, q.reshape(q.shape[0], -1))
+        with torch.no_grad():
+            converted = adc_linear(columns.detach(), q.detach(), precision, analog=analog)
+        return exact + (converted - exact).detach()
     n, rows, length = columns.shape
     out = q.shape[0]
     groups = _row_groups(rows, precision)
@@ -397,8 +403,7 @@ def adc_linear(columns: Tensor, q: Tensor, precision: Precision, *, analog: bool
             x = plane[start:start + chunk]
             xg = _gather_groups(x.transpose(0, 1), groups, precision.rows_per_read)  # [G, R, n, L]
             sums = torch.einsum("grnl,grm->nmgl", xg, matrix)  # [n, out*S, G, L]
-            sums = adc_convert(sums, precision, straight_through=straight_through,
-                               inplace=not straight_through and not torch.is_grad_enabled())
+            sums = adc_convert(sums, precision, inplace=not torch.is_grad_enabled())
             sums = sums.sum(dim=2).reshape(x.shape[0], out, precision.slices, length)
             acc = torch.einsum("nosl,s->nol", sums, shifts) - offset * x.sum(dim=1, keepdim=True)
             total = acc * weight if total is None else total + acc * weight

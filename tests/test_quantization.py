@@ -285,3 +285,25 @@ def test_classifier_trains_with_the_precision_it_was_given() -> None:
     assert module.network.precision == Precision(weight_bits=2)
     assert all(layer.precision == Precision(weight_bits=2) for layer in module.network.crossbar_layers().values())
     release_neurons(module)
+
+
+def test_adc_aware_training_matches_plain_qat_when_the_adc_is_lossless() -> None:
+    """``adc_aware = "train"``: through a lossless ADC, forward and straight-through gradients are plain QAT's."""
+    torch.manual_seed(3)
+    layer = _ConvBN(3, 4, 3).train()
+    spikes = (torch.rand(5, 3, 6, 6) < 0.4).float()
+    grads = []
+    outputs = []
+    for precision in (Precision(weight_bits=4), Precision(weight_bits=4, adc=True, adc_bits=5, rows_per_read=16)):
+        layer.precision = precision
+        layer.zero_grad()
+        out = layer(spikes)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append(layer[0].weight.grad.clone())
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-4)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+    layer.precision = Precision(weight_bits=4, adc=True, adc_bits=2, rows_per_read=16)  # lossy: still trains
+    layer.zero_grad()
+    layer(spikes).square().sum().backward()
+    assert layer[0].weight.grad is not None and bool(torch.isfinite(layer[0].weight.grad).all())
