@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--adc-test", type=int, default=None, metavar="N",
                         help="evaluate through the ADCs on the first N test images only (ideal ADC: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine more threads oversubscribe the cores)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
     parser.add_argument("--tables-from", type=Path, nargs="+", metavar="LOG",
                         help="print the tables of the JSON rows earlier runs printed (their stdout), run nothing")
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if front:
             print(search_table({"front": front}))
         return 0
+    torch.set_num_threads(args.threads)
     seeds = [0] if args.quick else list(range(args.seeds))
     out: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv)}
     if args.part in ("grid", "all"):

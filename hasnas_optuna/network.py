@@ -45,6 +45,7 @@ from hasnas_optuna.quantization import (
     adc_conv2d,
     adc_linear,
     deployed_layer,
+    fake_quantize,
     training_weight,
 )
 
@@ -257,6 +258,10 @@ class _ConvBN(_Quantized, nn.Sequential):
             return cast(Tensor, nn.Sequential.forward(self, x))
         conv, bn = cast(nn.Conv2d, self[0]), cast(nn.BatchNorm2d, self[1])
         padding = cast(tuple[int, int], conv.padding)[0]
+        if self.training and not p.adc and p.granularity == "per_channel":
+            # per channel, folding scales a channel by one number: the raw weight's grid is the folded one's
+            weight = fake_quantize(conv.weight, p.weight_bits, p.granularity)
+            return cast(Tensor, bn(F.conv2d(x, weight, padding=padding)))
         if self.training:  # batch statistics; the integers are those of the running statistics
             q, multiplier = training_weight(conv.weight, p, bn)
             if p.adc:
@@ -280,6 +285,8 @@ class _Linear(_Quantized, nn.Linear):
         if p is None or p.weight_bits is None:
             return F.linear(x, self.weight, self.bias)
         bias: Tensor | None
+        if self.training and not p.adc:
+            return F.linear(x, fake_quantize(self.weight, p.weight_bits, p.granularity), self.bias)
         if self.training:
             q, step = training_weight(self.weight, p)
             bias = self.bias

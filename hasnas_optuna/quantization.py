@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -207,7 +207,7 @@ def quantize_symmetric(weight: Tensor, bits: int, granularity: str = "per_channe
     shape = (-1, *([1] * (weight.dim() - 1)))
     levels = (1 << (bits - 1)) - 1
     scaled = weight.detach() / step.reshape(shape)
-    q = (torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)).clamp(-levels, levels)
+    q = scaled.abs().add_(0.5).floor_().mul_(scaled.sign_()).clamp_(-levels, levels)
     return q, step
 
 
@@ -220,9 +220,20 @@ def fake_quantize(weight: Tensor, bits: int, granularity: str = "per_channel") -
         >>> y.detach(), y.sum().backward(), w.grad
         (tensor([[ 0., -1.,  0.]]), None, tensor([[1., 1., 1.]]))
     """
-    q, step = quantize_symmetric(weight, bits, granularity)
-    value = q * step.reshape(-1, *([1] * (weight.dim() - 1)))
-    return weight + (value - weight).detach()
+    return cast(Tensor, _FakeQuantize.apply(weight, bits, granularity))
+
+
+class _FakeQuantize(torch.autograd.Function):
+    """``q * step`` forward, the incoming gradient unchanged backward: one autograd node per weight."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, bits: int, granularity: str) -> Tensor:
+        q, step = quantize_symmetric(weight, bits, granularity)
+        return q.mul_(step.reshape(-1, *([1] * (weight.dim() - 1))))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad, None, None
 
 
 def training_weight(weight: Tensor, precision: Precision, bn: nn.BatchNorm2d | None = None
