@@ -190,11 +190,17 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor
 
 
 def _steps(weight: Tensor, bits: int, granularity: str) -> Tensor:
-    """Step per output channel (broadcastable to ``weight``); zero-weight channels get step 1."""
+    """Step per output channel: the largest ``|weight|`` (of the channel or layer) over ``2^(bits-1) - 1``.
+
+    An all-zero channel gets a tiny step (its integers are 0 whatever the step).
+    """
     levels = (1 << (bits - 1)) - 1
-    flat = weight.detach().reshape(weight.shape[0], -1).abs()
-    peak = flat.amax(dim=1) if granularity == "per_channel" else flat.amax().expand(weight.shape[0])
-    return torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+    magnitude = weight.detach().abs()
+    if granularity == "per_channel":
+        peak = magnitude.amax(dim=tuple(range(1, weight.dim())))
+    else:
+        peak = magnitude.amax().reshape(1).expand(weight.shape[0])
+    return peak.clamp_min(1e-30).div_(levels)
 
 
 def quantize_symmetric(weight: Tensor, bits: int, granularity: str = "per_channel") -> tuple[Tensor, Tensor]:
