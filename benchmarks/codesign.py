@@ -14,7 +14,9 @@ Run: python benchmarks/codesign.py [--quick] [--seeds 3] [--part grid|search|all
 2. **Search**: a joint NSGA-II search of architecture and chip knobs (``weight_bits``,
    ``bits_per_cell``, ``adc_bits``, ``crossbar_size``) on Fashion-MNIST, accuracy against energy,
    each trial trained at its chip's weight precision and evaluated through its ADCs
-   (``adc_aware = "eval"``) on a chip that reads 16 rows at a time. The energy budget is the
+   (``adc_aware = "eval"``) on a chip that reads 16 rows at a time. The architecture space is
+   small (base width 4 or 8, hidden 0 or 32, T = 2, direct encoding, cells of zero/skip/conv ops)
+   so that the chip knobs move energy as much as the architecture does. The energy budget is the
    median prior energy of 300 random samples of the space, so about half of it is infeasible.
    Every feasible trial on the Pareto front is then trained again in float32 with the same seed
    (``quantize = false``), and its float accuracy is shown next to the accuracy the chip delivers.
@@ -130,7 +132,7 @@ def search_config(trials: int, *, quick: bool, energy_budget: float | None) -> S
         "dataset": {"name": "fashion_mnist", "max_train_samples": FMNIST["max_train_samples"]},
         "hardware": {"preset": "neurosim-22nm", "rows_per_read": 16},
         "budgets": {} if energy_budget is None else {"energy": energy_budget},
-        "space": {"channels": [4, 8], "hidden_features": [0, 32], "timesteps": [2, 4], "encodings": ["direct"],
+        "space": {"channels": [4, 8], "hidden_features": [0, 32], "timesteps": [2], "encodings": ["direct"],
                   "ops": ["zero", "skip", "conv1x1", "conv3x3"],
                   "hardware": {"weight_bits": [2, 3, 4, 6, 8], "bits_per_cell": [1, 2], "adc_bits": list(ADC_BITS),
                                "crossbar_size": [64, 128]}},
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--part", choices=("grid", "search", "all"), default="all")
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--adc-test", type=int, default=None, metavar="N",
                         help="evaluate through the ADCs on the first N test images only (ideal ADC: all)")
     parser.add_argument("--threads", type=int, default=1,
