@@ -122,10 +122,17 @@ class TrainingConfig:
         return self.quantize if isinstance(self.quantize, str) else "per_channel"
 
     def precision(self, hardware: Hardware) -> Precision | None:
-        """What a trial on chip ``hardware`` trains with (None: float32); ADC on only for ``"train"``."""
+        """What a trial on chip ``hardware`` trains with (None: float32); ADC on only for ``"train"``.
+
+        Raises :class:`ConfigError` where the chip cannot be simulated as asked (e.g. ADC
+        simulation of a differential weight encoding).
+        """
         if self.quantize is False:
             return None
-        return Precision.from_hardware(hardware, granularity=self.granularity, adc=self.adc_aware == "train")
+        precision = Precision.from_hardware(hardware, granularity=self.granularity, adc=self.adc_aware == "train")
+        if self.adc_aware:
+            precision.replace(adc=True)  # validates the ADC simulation of this chip
+        return precision
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,7 @@ class StudyConfig:
                 for value in bits:
                     self.training.precision(hardware.replace(weight_bits=value))
             except ConfigError as exc:
-                raise ConfigError(f"training.quantize: {exc}") from None
+                raise ConfigError(f"training: {exc}") from None
 
     @property
     def directions(self) -> list[str]:

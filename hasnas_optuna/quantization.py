@@ -84,6 +84,8 @@ class Precision:
         rows_per_read: Rows read (activated) at once; one partial sum per column per read.
         crossbar_size: Rows (and columns) of a crossbar; row groups never span two crossbars.
         input_bits: Bit planes of the analog input of the stem under direct encoding.
+        weight_encoding: The chip's sign encoding; the ADC simulation supports ``"offset"`` only
+            (weight quantisation does not depend on it).
 
     Example:
         >>> from hasnas_optuna.cim import load_hardware
@@ -100,6 +102,7 @@ class Precision:
     rows_per_read: int = 128
     crossbar_size: int = 128
     input_bits: int = 8
+    weight_encoding: str = "offset"
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and (isinstance(self.weight_bits, bool)
@@ -110,6 +113,9 @@ class Precision:
             raise ConfigError(f"granularity={self.granularity!r} is not allowed; use one of {', '.join(GRANULARITIES)}")
         if self.adc and self.weight_bits is None:
             raise ConfigError("ADC simulation needs quantised weights (weight_bits is None)")
+        if self.adc and self.weight_encoding != "offset":
+            raise ConfigError(f"weight_encoding={self.weight_encoding!r}: the ADC simulation supports only 'offset'; "
+                              "use adc_aware = false")
         for name in ("adc_bits", "bits_per_cell", "rows_per_read", "crossbar_size", "input_bits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -121,12 +127,10 @@ class Precision:
     def from_hardware(cls, hw: Hardware, *, quantize: bool = True, granularity: str = "per_channel",
                       adc: bool = False) -> Precision:
         """The precision of chip ``hw`` (``quantize=False``: float weights, no ADC)."""
-        if hw.weight_encoding != "offset":
-            raise ConfigError(f"weight_encoding={hw.weight_encoding!r}: quantisation-aware training "
-                              "simulates only the 'offset' encoding")
         return cls(weight_bits=hw.weight_bits if quantize else None, granularity=granularity,
                    adc=adc and quantize, adc_bits=hw.adc_bits, bits_per_cell=hw.bits_per_cell,
-                   rows_per_read=hw.rows_per_read, crossbar_size=hw.crossbar_size, input_bits=hw.input_bits)
+                   rows_per_read=hw.rows_per_read, crossbar_size=hw.crossbar_size, input_bits=hw.input_bits,
+                   weight_encoding=hw.weight_encoding)
 
     @property
     def levels(self) -> int:

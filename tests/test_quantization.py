@@ -207,6 +207,15 @@ def test_bad_training_precision_is_a_one_line_error(training: dict[str, object],
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_differential_chips_quantise_but_cannot_simulate_their_adc() -> None:
+    chip = {"weight_encoding": "differential"}
+    precision = StudyConfig.from_dict({"hardware": chip}).training.precision(load_hardware(**chip))
+    assert precision is not None and precision.weight_bits == 8
+    with pytest.raises(ConfigError) as info:
+        StudyConfig.from_dict({"hardware": chip, "training": {"adc_aware": "eval"}})
+    assert "weight_encoding='differential': the ADC simulation supports only 'offset'" in str(info.value)
+
+
 def test_precision_comes_from_the_trial_chip() -> None:
     chip = load_hardware().replace(weight_bits=4, bits_per_cell=2, adc_bits=4, rows_per_read=64)
     config = StudyConfig.from_dict({"training": {"adc_aware": "eval"}})
