@@ -24,7 +24,9 @@ has at most ``2^adc_bits`` integer values the conversion is exact. The digital p
 and adds slices, row groups and input bit planes, subtracts the offset ``2^(b-1) * sum(inputs)``
 (counted digitally, exactly), multiplies by the step and adds the bias (:func:`adc_linear`).
 Rows are the im2col rows in the cost model's order (C_in, kh, kw), cut into crossbars of
-``crossbar_size`` rows, each read ``rows_per_read`` rows at a time.
+``crossbar_size`` rows, each read ``rows_per_read`` rows at a time: the ``im2col`` mapping of the
+presets. Chips with ``mapping = "kernel_split"`` or ``analog_kernel_accumulation`` group rows
+differently; their ADCs are simulated as if they used ``im2col``.
 
 The stem under direct encoding reads the analog image: under ADC simulation it is quantised to
 ``input_bits`` bits (``round(x * (2^input_bits - 1))``) and applied bit-serially, one bit plane per
