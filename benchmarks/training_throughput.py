@@ -51,6 +51,7 @@ from benchmarks._common import Paired, interleave_all, machine
 from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import KERNELS, Architecture, Cell
 from hasnas_optuna.network import LIF, SpikingNetwork, build_network, release_neurons
+from hasnas_optuna.quantization import Precision
 
 Tensor = torch.Tensor
 
@@ -62,6 +63,8 @@ BASELINE = "per-step snntorch loop"
 NCHW_FUSED = "multi-step, NCHW, fused LIF"
 OURS = "ours: multi-step, channels_last, fused LIF"
 VARIANTS = (BASELINE, "multi-step, NCHW, autograd LIF", NCHW_FUSED, OURS)
+QAT = "ours, 8-bit weights (QAT)"
+"""Ours as a study trains it by default: weights fake-quantised at the chip's 8 bits (--variants qat)."""
 
 
 def digits_architecture() -> Architecture:
@@ -160,7 +163,14 @@ def variants(arch: Architecture, names: tuple[str, ...] = VARIANTS, seed: int = 
         "multi-step, NCHW, autograd LIF": lambda: nchw(False),
         NCHW_FUSED: lambda: nchw(True),
         OURS: lambda: ours,
+        QAT: lambda: quantised(),
     }
+
+    def quantised() -> SpikingNetwork:
+        net = build_network(arch)
+        net.load_state_dict(state)
+        return net.set_precision(Precision(weight_bits=8))
+
     return {name: makers[name]() for name in names}
 
 
@@ -179,9 +189,9 @@ class Throughput:
         """Samples/s of the median round."""
         return self.samples / statistics.median(self.seconds[variant])
 
-    def versus_baseline(self, variant: str) -> Paired:
-        """Per-round baseline / variant times."""
-        return Paired(self.seconds[BASELINE], self.seconds[variant])
+    def versus_baseline(self, variant: str, reference: str = BASELINE) -> Paired:
+        """Per-round reference (the baseline) / variant times."""
+        return Paired(self.seconds[reference], self.seconds[variant])
 
 
 def _trainer(model: nn.Module, images: Tensor, labels: Tensor, steps: int) -> object:
@@ -251,7 +261,7 @@ def run_with_glibc_malloc(quick: bool = False) -> list[Throughput]:
 
 def table(results: list[Throughput]) -> str:
     """Markdown: samples/s of every variant (median round) and its median speed-up over the baseline."""
-    names = [v for v in VARIANTS if v in results[0].seconds]
+    names = [v for v in (*VARIANTS, QAT) if v in results[0].seconds]
     lines = ["| network | batch | threads | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for r in results:
         cells = []
@@ -264,6 +274,9 @@ def table(results: list[Throughput]) -> str:
             low, high = paired.spread
             ratio = f"**{paired.ratio:.2f}x**" if v == OURS else f"{paired.ratio:.2f}x"
             cells.append(f"{sps}, {ratio} ({low:.2f}-{high:.2f})")
+            if v == QAT:
+                versus = r.versus_baseline(QAT, OURS)
+                cells[-1] += f"; **{versus.ratio:.3f}x of float** ({versus.spread[0]:.3f}-{versus.spread[1]:.3f})"
         lines.append(f"| {r.name}: {r.summary} | {r.batch} | {r.threads} | " + " | ".join(cells) + " |")
     rounds = len(next(iter(results[0].seconds.values())))
     lines.append("")
@@ -278,12 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", help="torch thread counts (default: 1 and all)")
     parser.add_argument("--glibc-malloc", action="store_true",
                         help="glibc's default allocator instead of keeping freed memory")
-    parser.add_argument("--variants", choices=["all", "baseline-and-ours"], default="all")
+    parser.add_argument("--variants", choices=["all", "baseline-and-ours", "qat"], default="all",
+                        help="qat: the baseline, ours and ours with 8-bit quantisation-aware training")
     parser.add_argument("--json", type=Path, help="also write the raw timings here")
     args = parser.parse_args(argv)
     if args.glibc_malloc:
         os.environ["HASNAS_KEEP_FREED_MEMORY"] = "0"
-    names = VARIANTS if args.variants == "all" else (BASELINE, OURS)
+    names = {"all": VARIANTS, "baseline-and-ours": (BASELINE, OURS), "qat": (BASELINE, OURS, QAT)}[args.variants]
     results = run(args.quick, tuple(args.threads) if args.threads else None, names)
     print(machine())
     print(f"allocator: {'glibc default' if args.glibc_malloc else 'freed memory kept (as hasnas trains)'}")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from hasnas_optuna.data import DigitsDataModule, make_datamodule
     from hasnas_optuna.network import SpikingNetwork, build_network
     from hasnas_optuna.objective import HasnasObjective, set_budget_constraints
+    from hasnas_optuna.quantization import Precision
     from hasnas_optuna.storage import load_study_for_reading, open_storage
     from hasnas_optuna.study import best_rows, counted_trials, run_search
     from hasnas_optuna.training import SNNClassifier, TrialFailed, train_architecture
@@ -45,6 +46,7 @@ _LAZY = {
     "DigitsDataModule": "data", "make_datamodule": "data",
     "SpikingNetwork": "network", "build_network": "network",
     "HasnasObjective": "objective", "set_budget_constraints": "objective",
+    "Precision": "quantization",
     "best_rows": "study", "counted_trials": "study", "run_search": "study",
     "open_storage": "storage", "load_study_for_reading": "storage",
     "SNNClassifier": "training", "TrialFailed": "training", "train_architecture": "training",
@@ -52,7 +54,7 @@ _LAZY = {
 
 __all__ = [
     "OPS", "Architecture", "Cell", "ConfigError", "DigitsDataModule", "HardwareAwareSampler", "HardwareSpace",
-    "HasnasError", "HasnasObjective", "SNNClassifier", "SearchSpace", "SpikingNetwork", "StudyConfig",
+    "HasnasError", "HasnasObjective", "Precision", "SNNClassifier", "SearchSpace", "SpikingNetwork", "StudyConfig",
     "TrialFailed", "__version__", "architecture_from_params", "best_rows", "build_network", "counted_trials",
     "hardware_from_params", "keep_freed_memory", "load_config", "load_study_for_reading", "make_datamodule",
     "open_storage", "run_search", "set_budget_constraints", "suggest_architecture", "suggest_hardware",

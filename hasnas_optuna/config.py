@@ -16,6 +16,7 @@ from hasnas_optuna._compat import tomllib
 from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
 from hasnas_optuna.cim import METRICS, Budgets, Hardware, load_hardware
 from hasnas_optuna.data import DATASETS
+from hasnas_optuna.quantization import Precision
 from hasnas_optuna.search_space import HardwareSpace, SearchSpace
 
 __all__ = [
@@ -30,6 +31,8 @@ FITNESS_MODES = ("trained", "sahd", "naswot", "params")
 """``trained``: every trial trains. Otherwise ``score_trials`` candidates are scored without training
 and the best ``n_trials`` of them are trained (:mod:`hasnas_optuna.fitness`)."""
 PRUNERS = ("median", "none")
+QUANTIZE: tuple[bool | str, ...] = (True, False, "per_channel", "per_layer")
+ADC_AWARE: tuple[bool | str, ...] = (False, "eval", "train")
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
@@ -71,6 +74,12 @@ class TrainingConfig:
     exceeds the energy budget by this fraction (after the first epoch); negative disables it.
     ``compile``: run each trial's network through ``torch.compile``. Every trial is a new network,
     so it compiles anew; on a CPU it does not pay (measured in docs/speed.md), on a GPU measure first.
+    ``quantize``: train and evaluate with the trial chip's ``weight_bits`` (batch norm folded,
+    symmetric, straight-through; ``true`` is ``"per_channel"`` steps, or ``"per_layer"``); ``false``
+    trains in float32 while the chip is still costed at its precision. ``adc_aware``: ``"eval"``
+    evaluates the trained network through the chip's simulated ADCs too (the objective is then that
+    accuracy; the ideal-ADC one is recorded next to it), ``"train"`` also trains through them,
+    ``false`` neither (docs/search.md, "Co-design").
     """
 
     epochs: int = 3
@@ -81,6 +90,8 @@ class TrainingConfig:
     progress_bar: bool = False
     energy_stop_margin: float = 0.25
     compile: bool = False
+    quantize: bool | str = True
+    adc_aware: bool | str = False
 
     def __post_init__(self) -> None:
         if isinstance(self.energy_stop_margin, bool) or not isinstance(self.energy_stop_margin, (int, float)):
@@ -96,6 +107,33 @@ class TrainingConfig:
         for flag in ("progress_bar", "compile"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"training.{flag}={getattr(self, flag)!r} must be true or false")
+        if not (isinstance(self.quantize, bool) or (isinstance(self.quantize, str) and self.quantize in QUANTIZE)):
+            raise ConfigError(f"training.quantize={self.quantize!r} is not allowed; use one of "
+                              "true, false, \"per_channel\", \"per_layer\"")
+        if not (self.adc_aware is False or (isinstance(self.adc_aware, str) and self.adc_aware in ADC_AWARE)):
+            raise ConfigError(f"training.adc_aware={self.adc_aware!r} is not allowed; use one of "
+                              "false, \"eval\", \"train\"")
+        if self.adc_aware and self.quantize is False:
+            raise ConfigError(f"training.adc_aware={self.adc_aware!r} needs quantised weights; "
+                              "set training.quantize = true or adc_aware = false")
+
+    @property
+    def granularity(self) -> str:
+        """Weight steps of ``quantize``: ``"per_channel"`` (also for ``true``) or ``"per_layer"``."""
+        return self.quantize if isinstance(self.quantize, str) else "per_channel"
+
+    def precision(self, hardware: Hardware) -> Precision | None:
+        """What a trial on chip ``hardware`` trains with (None: float32); ADC on only for ``"train"``.
+
+        Raises :class:`ConfigError` where the chip cannot be simulated as asked (e.g. ADC
+        simulation of a differential weight encoding).
+        """
+        if self.quantize is False:
+            return None
+        precision = Precision.from_hardware(hardware, granularity=self.granularity, adc=self.adc_aware == "train")
+        if self.adc_aware:
+            precision.replace(adc=True)  # validates the ADC simulation of this chip
+        return precision
 
 
 @dataclass(frozen=True)
@@ -160,6 +198,13 @@ class StudyConfig:
         hardware = self.hardware()  # fails early on an unknown preset or a bad knob
         if self.space.hardware is not None:
             self.space.hardware.check(hardware)
+        if self.training.quantize is not False:
+            bits = self.space.hardware.weight_bits if self.space.hardware is not None else (hardware.weight_bits,)
+            try:
+                for value in bits:
+                    self.training.precision(hardware.replace(weight_bits=value))
+            except ConfigError as exc:
+                raise ConfigError(f"training: {exc}") from None
 
     @property
     def directions(self) -> list[str]:

@@ -315,6 +315,14 @@ def _hardware_line(hardware: Mapping[str, Any] | None) -> str:
         text += " with " + ", ".join(f"{k} = {v}" for k, v in sorted(overrides.items()))
     if hardware.get("searched_knobs"):
         text += "; chip knobs searched per trial"
+    quantize = hardware.get("quantize")
+    if quantize is False:
+        text += "; networks trained in float32 (costed at the chip's precision)"
+    elif quantize is not None:
+        text += (f"; networks trained and evaluated at each trial's weight_bits "
+                 f"({'per_channel' if quantize is True else quantize} steps)")
+        if hardware.get("adc_aware"):
+            text += f", ADC simulated ({hardware['adc_aware']})"
     return text
 
 
@@ -367,9 +375,12 @@ def study_note(study: optuna.Study) -> str:
         test = attrs.get("test_accuracy")
         costs = ", ".join(_fmt(name, float(attrs[attr])) for name, attr in COST_ATTRS.items()
                           if isinstance(attrs.get(attr), (int, float)))
+        precision = attrs.get("precision")
+        bits = (f"; {precision['weight_bits']}-bit weights" if isinstance(precision, Mapping)
+                and precision.get("weight_bits") else "")
         lines += [
             f"**Best feasible trial: #{t.number}**, validation accuracy {attrs.get('val_accuracy', 0.0):.3f}"
-            + (f" (test {test:.3f})" if isinstance(test, (int, float)) else "") + f"; {costs}.  ",
+            + (f" (test {test:.3f})" if isinstance(test, (int, float)) else "") + f"{bits}; {costs}.  ",
             f"`{attrs.get('summary', '')}`",
         ]
         if len(best) > 1 and len(study.directions) > 1:
@@ -392,7 +403,8 @@ def study_note(study: optuna.Study) -> str:
 def _config_attrs(config: StudyConfig) -> tuple[dict[str, float], dict[str, Any]]:
     budgets = dict(config.budgets.items())
     hardware = {"preset": config.hardware_preset, "overrides": dict(config.hardware_overrides),
-                "searched_knobs": config.space.hardware is not None}
+                "searched_knobs": config.space.hardware is not None, "quantize": config.training.quantize,
+                "adc_aware": config.training.adc_aware}
     return budgets, json.loads(json.dumps(hardware, default=str))
 
 

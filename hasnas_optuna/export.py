@@ -61,6 +61,7 @@ from torch.nn import functional as F
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna.architecture import EDGES, Architecture
 from hasnas_optuna.artifacts import COST_JSON, WEIGHTS, download_trial_artifact, find_artifact
+from hasnas_optuna.quantization import DeployedLayer, Precision, fold_batch_norm
 
 if TYPE_CHECKING:
     import nir
@@ -68,11 +69,16 @@ if TYPE_CHECKING:
 
     from hasnas_optuna.network import SpikingNetwork
 
-__all__ = ["DT", "choose_trial", "export_trial", "load_trained_network", "run_nir", "to_nir", "trial_cost_report"]
+__all__ = [
+    "DT", "QUANTIZED", "choose_trial", "export_trial", "load_quantized_network", "load_trained_network",
+    "quantized_arrays", "run_nir", "save_quantized", "to_nir", "trial_cost_report",
+]
 
 _LOG = optuna.logging.get_logger("hasnas_optuna.export")
 DT = 1e-4
 """Seconds per timestep in the exported graph (snntorch's NIR convention)."""
+QUANTIZED = "quantized.npz"
+"""What ``hasnas export`` writes for a quantised network: the integers the chip stores."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,16 +94,11 @@ def _module(net: nn.Module, layer: str) -> nn.Module:
 
 
 def _fold(conv_bn: nn.Module) -> tuple[np.ndarray, np.ndarray, int]:
-    """Conv weight and bias with the following batch norm folded in; and the padding."""
+    """Conv weight and bias with the following batch norm folded in (:func:`fold_batch_norm`); and the padding."""
     conv, bn = conv_bn[0], conv_bn[1]  # type: ignore[index]
     assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
     with torch.no_grad():
-        assert bn.running_var is not None and bn.running_mean is not None
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale[:, None, None, None]
-        bias = bn.bias - bn.running_mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
+        weight, bias = fold_batch_norm(conv, bn)
     padding = conv.padding[0] if isinstance(conv.padding, tuple) else 0
     return weight.cpu().numpy(), bias.cpu().numpy(), int(padding)
 
@@ -119,6 +120,8 @@ def to_nir(net: SpikingNetwork, *, dt: float = DT) -> nir.NIRGraph:
     arch = net.arch
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
+    precision = net.precision
+    quantized = precision is not None and precision.weight_bits is not None
 
     def add(name: str, node: Any, sources: Sequence[str]) -> str:
         nodes[name] = node
@@ -137,11 +140,25 @@ def to_nir(net: SpikingNetwork, *, dt: float = DT) -> nir.NIRGraph:
 
     _shape_of: dict[str, list[tuple[int, ...]]] = {}
 
+    deployed = net.deployed_layers() if quantized else {}
+
+    def stored(name: str) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+        layer = deployed[name]
+        weight = (layer.q * layer.step.reshape(-1, *([1] * (layer.q.dim() - 1)))).cpu().numpy()
+        bias = None if layer.bias is None else layer.bias.cpu().numpy()
+        return weight, bias, {"weight_bits": precision.weight_bits if precision else None,
+                              "step": layer.step.cpu().numpy().tolist()}
+
     def conv(name: str, module: nn.Module, size: tuple[int, int], sources: Sequence[str]) -> str:
         weight, bias, padding = _fold(module)
+        meta: dict[str, Any] = {}
+        if quantized:
+            weight, stored_bias, meta = stored(name)
+            assert stored_bias is not None
+            bias = stored_bias
         _shape_of[name] = [(weight.shape[0], *size)]
         return add(name, nir.Conv2d(input_shape=size, weight=weight, stride=1, padding=padding, dilation=1,
-                                    groups=1, bias=bias), sources)
+                                    groups=1, bias=bias, metadata=meta), sources)
 
     def lif(name: str, module: nn.Module, shape: tuple[int, ...], sources: Sequence[str]) -> str:
         neuron: Any = module.neuron  # our LIF wraps an snntorch Leaky
@@ -211,12 +228,20 @@ def to_nir(net: SpikingNetwork, *, dt: float = DT) -> nir.NIRGraph:
     _shape_of["flatten"] = [(flat,)]
     if net.fc_hidden is not None and net.hidden_lif is not None:
         weight = net.fc_hidden.weight.detach().cpu().numpy()
+        meta: dict[str, Any] = {}
+        if quantized:
+            weight, _, meta = stored("fc_hidden")
         _shape_of["fc_hidden"] = [(weight.shape[0],)]
-        hidden = add("fc_hidden", nir.Linear(weight=weight), [last])
+        hidden = add("fc_hidden", nir.Linear(weight=weight, metadata=meta), [last])
         last = lif("fc_hidden.lif", net.hidden_lif, (weight.shape[0],), [hidden])
     fc_out = net.fc_out
-    out = add("fc_out", nir.Affine(weight=fc_out.weight.detach().cpu().numpy(),
-                                   bias=fc_out.bias.detach().cpu().numpy()), [last])
+    out_weight, out_bias = fc_out.weight.detach().cpu().numpy(), fc_out.bias.detach().cpu().numpy()
+    out_meta: dict[str, Any] = {}
+    if quantized:
+        out_weight, stored_out_bias, out_meta = stored("fc_out")
+        assert stored_out_bias is not None
+        out_bias = stored_out_bias
+    out = add("fc_out", nir.Affine(weight=out_weight, bias=out_bias, metadata=out_meta), [last])
     classes = (arch.num_classes,)
     readout = add("readout", nir.LI(**_neuron_params(net.readout, classes, dt)), [out])
     add("output", nir.Output(output_type={"output": np.array(classes)}), [readout])
@@ -234,6 +259,11 @@ def to_nir(net: SpikingNetwork, *, dt: float = DT) -> nir.NIRGraph:
         "input": f"per timestep: {encoding}",
         "readout": "logits = mean over the timesteps of the output (the read-out membrane)",
         "time": "discrete, one step per dt; a node sums its inputs; Delay nodes hold one step",
+        "precision": (precision.replace(adc=False).to_dict() if quantized and precision is not None
+                      else "float32 weights"),
+        "weights": ("each crossbar layer's weight is q * step, q the integers the chip stores "
+                    "(quantized.npz of hasnas export), step in the node's metadata" if quantized
+                    else "float32, batch norm folded"),
         "neurons": "LIF: v[t] = beta*v[t-1] + x[t] - threshold*s[t-1], s[t] = v[t] > threshold, with "
                    "beta = 1 - dt/tau and r = tau/dt (reset_mechanism 'subtract'); LI: the same without "
                    "spikes or reset",
@@ -430,6 +460,84 @@ def load_trained_network(architecture: Architecture | Mapping[str, Any] | str | 
     return net.eval()
 
 
+# ---------------------------------------------------------------------------------------------
+# What the chip stores
+
+def quantized_arrays(net: SpikingNetwork) -> dict[str, np.ndarray]:
+    """The integers, steps and biases the chip stores, per crossbar layer, as named arrays.
+
+    Per layer ``<name>.q`` (int8 up to 8 bits, else int16; ``[out, in, k, k]`` or ``[out, in]``,
+    ``weight = q * step``), ``<name>.step`` (float32, ``[out]``) and ``<name>.bias`` (float32,
+    ``[out]``; absent for ``fc_hidden``); ``precision`` holds :meth:`Precision.to_dict` as JSON and
+    ``stored_numbers`` the count of stored weights and biases (what the cost model's
+    ``memory_params`` counts: the steps, one per output channel, are not in it).
+
+    Example:
+        >>> from hasnas_optuna.architecture import Cell
+        >>> from hasnas_optuna.network import build_network, release_neurons
+        >>> cell = Cell.from_matrix("0302 0030 0003 0000")
+        >>> arch = Architecture(input_shape=(1, 8, 8), num_classes=10, cell_a=cell, cell_b=cell, channels=4)
+        >>> net = build_network(arch).set_precision(Precision(weight_bits=3)).eval()
+        >>> arrays = quantized_arrays(net)
+        >>> arrays["stem.q"].dtype, int(abs(arrays["stem.q"]).max()) <= 3, arrays["stem.bias"].shape
+        (dtype('int8'), True, (4,))
+        >>> release_neurons(net)
+    """
+    precision = net.precision
+    if precision is None or precision.weight_bits is None:
+        raise ConfigError("the network is not quantised (no weight_bits): there are no integers to export")
+    dtype = np.int8 if precision.weight_bits <= 8 else np.int16
+    arrays: dict[str, np.ndarray] = {}
+    stored = 0
+    for name, layer in net.deployed_layers().items():
+        arrays[f"{name}.q"] = layer.q.cpu().numpy().astype(dtype)
+        arrays[f"{name}.step"] = layer.step.cpu().numpy().astype(np.float32)
+        stored += layer.q.numel()
+        if layer.bias is not None:
+            arrays[f"{name}.bias"] = layer.bias.cpu().numpy().astype(np.float32)
+            stored += layer.bias.numel()
+    arrays["precision"] = np.array(json.dumps(precision.replace(adc=False).to_dict()))
+    arrays["stored_numbers"] = np.array(stored, dtype=np.int64)
+    return arrays
+
+
+def save_quantized(net: SpikingNetwork, path: str | Path) -> Path:
+    """Write :func:`quantized_arrays` to ``path`` (``numpy.savez``); returns the path."""
+    path = Path(path)
+    with path.open("wb") as handle:
+        np.savez(handle, **quantized_arrays(net))  # type: ignore[arg-type]
+    return path
+
+
+def load_quantized_network(architecture: Architecture | Mapping[str, Any] | str | Path, weights: str | Path,
+                           quantized: str | Path) -> SpikingNetwork:
+    """A network that evaluates with the stored integers of ``quantized`` (:func:`save_quantized`).
+
+    ``weights`` (the trained state dict) supplies what the integers do not: the neurons. In
+    evaluation mode every crossbar layer computes ``conv(x, q) * step + bias`` from the file, so
+    its outputs are those of the trained network evaluated at its precision, bit for bit.
+    """
+    net = load_trained_network(architecture, weights)
+    try:
+        with np.load(Path(quantized), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ConfigError(f"quantized weights file {str(quantized)!r} does not exist") from None
+    except Exception as exc:
+        raise ConfigError(f"cannot read quantized weights {str(quantized)!r}: {type(exc).__name__}: {exc}") from None
+    net.set_precision(Precision.from_dict(json.loads(str(arrays["precision"]))))
+    for name, module in net.crossbar_layers().items():
+        if f"{name}.q" not in arrays:
+            raise ConfigError(f"quantized weights {str(quantized)!r} have no layer {name!r}")
+        bias = arrays.get(f"{name}.bias")
+        module.deployed = DeployedLayer(
+            torch.from_numpy(arrays[f"{name}.q"].astype(np.float32)),
+            torch.from_numpy(arrays[f"{name}.step"]),
+            None if bias is None else torch.from_numpy(bias),
+        )
+    return net.eval()
+
+
 def choose_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
     """Trial ``number``, or the best feasible trained one; :class:`ConfigError` when there is none.
 
@@ -504,8 +612,11 @@ def export_trial(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
 
     Files: ``architecture.json``, ``weights.pt`` (from the trial's artifacts), ``cost_report.json``
     (the trial's artifact, else recomputed), ``network.nir`` (:func:`to_nir`, HDF5 via
-    ``nir.write``; skipped with a warning when ``nir`` is not installed) and ``trial.json``
-    (number, objective values, accuracies, costs, constraints).
+    ``nir.write``; skipped with a warning when ``nir`` is not installed), ``trial.json``
+    (number, objective values, accuracies, costs, constraints, precision) and, for a network
+    trained at its chip's precision (user attribute ``precision``), ``quantized.npz``
+    (:func:`save_quantized`: the integers, steps and biases the chip stores; the NIR graph then
+    holds ``q * step``). The precision must agree with the trial's ``hw/*`` knobs.
 
     Example:
         >>> import tempfile
@@ -558,10 +669,21 @@ def export_trial(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
         "val_accuracy": attrs.get("val_accuracy"), "test_accuracy": attrs.get("test_accuracy"),
         "costs": {key: value for key, value in attrs.items() if key.startswith("cost/")},
         "constraints": trial.constraints, "summary": attrs.get("summary"),
+        "precision": attrs.get("precision"),
+        "ideal_adc_val_accuracy": attrs.get("ideal_adc_val_accuracy"),
+        "ideal_adc_test_accuracy": attrs.get("ideal_adc_test_accuracy"),
     }
     written["trial"] = folder / "trial.json"
     written["trial"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     net = load_trained_network(arch, weights)
+    precision = attrs.get("precision")
+    if isinstance(precision, Mapping) and precision.get("weight_bits"):
+        for knob in ("weight_bits", "bits_per_cell", "adc_bits", "crossbar_size"):
+            if f"hw/{knob}" in trial.params and trial.params[f"hw/{knob}"] != precision.get(knob):
+                raise ConfigError(f"trial {trial.number}: trained with {knob}={precision.get(knob)} but its chip "
+                                  f"has hw/{knob}={trial.params[f'hw/{knob}']}")
+        net.set_precision(Precision.from_dict(precision))
+        written["quantized"] = save_quantized(net, folder / QUANTIZED)
     try:
         if nir_graph:
             try:

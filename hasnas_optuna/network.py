@@ -35,9 +35,19 @@ import torch
 from snntorch import spikegen, surrogate
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import EDGES, KERNELS, Architecture, Cell
+from hasnas_optuna.quantization import (
+    DeployedLayer,
+    Precision,
+    adc_conv2d,
+    adc_linear,
+    deployed_layer,
+    fake_quantize,
+    training_weight,
+)
 
 __all__ = ["SpikingNetwork", "build_network", "release_neurons"]
 
@@ -214,9 +224,77 @@ def _fold(module: nn.Module, x: Tensor) -> Tensor:
     return y.reshape(steps, batch, *y.shape[1:])
 
 
-class _ConvBN(nn.Sequential):
+class _Quantized:
+    """What a crossbar layer knows of its chip's precision (:mod:`hasnas_optuna.quantization`).
+
+    ``precision`` None (or with ``weight_bits`` None) is the float network. ``deployed`` holds the
+    stored integers, steps and biases of a network loaded from them (evaluation uses them as they
+    are); otherwise evaluation folds and quantises the current weights at every call.
+    ``analog_input``: the layer reads the analog image (the stem under direct encoding).
+    """
+
+    precision: Precision | None = None
+    deployed: DeployedLayer | None = None
+    analog_input: bool = False
+
+    def _deployed(self) -> DeployedLayer:
+        assert self.precision is not None
+        return self.deployed if self.deployed is not None else deployed_layer(cast(nn.Module, self), self.precision)
+
+
+def _channel(values: Tensor, dims: int) -> Tensor:
+    return values.reshape(1, -1, *([1] * (dims - 2)))
+
+
+class _ConvBN(_Quantized, nn.Sequential):
+    """Conv2d (no bias) + BatchNorm2d; with a :class:`Precision`, weights quantised after folding the BN."""
+
     def __init__(self, cin: int, cout: int, kernel: int) -> None:
         super().__init__(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.precision
+        if p is None or p.weight_bits is None:
+            return cast(Tensor, nn.Sequential.forward(self, x))
+        conv, bn = cast(nn.Conv2d, self[0]), cast(nn.BatchNorm2d, self[1])
+        padding = cast(tuple[int, int], conv.padding)[0]
+        if self.training and not p.adc and p.granularity == "per_channel":
+            # per channel, folding scales a channel by one number: the raw weight's grid is the folded one's
+            weight = fake_quantize(conv.weight, p.weight_bits, p.granularity)
+            return cast(Tensor, bn(F.conv2d(x, weight, padding=padding)))
+        if self.training:  # batch statistics; the integers are those of the running statistics
+            q, multiplier = training_weight(conv.weight, p, bn)
+            if p.adc:
+                z = adc_conv2d(x, q, p, padding=padding, analog=self.analog_input, straight_through=True)
+                return cast(Tensor, bn(z * _channel(multiplier, 4)))
+            return cast(Tensor, bn(F.conv2d(x, q * multiplier.reshape(-1, 1, 1, 1), padding=padding)))
+        deployed = self._deployed()
+        if p.adc:
+            z = adc_conv2d(x, deployed.q, p, padding=padding, analog=self.analog_input)
+        else:
+            z = F.conv2d(x, deployed.q, padding=padding)
+        assert deployed.bias is not None
+        return torch.addcmul(_channel(deployed.bias, 4), z, _channel(deployed.step, 4))
+
+
+class _Linear(_Quantized, nn.Linear):
+    """``nn.Linear`` (same parameters and state dict); with a :class:`Precision`, quantised weights."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.precision
+        if p is None or p.weight_bits is None:
+            return F.linear(x, self.weight, self.bias)
+        bias: Tensor | None
+        if self.training and not p.adc:
+            return F.linear(x, fake_quantize(self.weight, p.weight_bits, p.granularity), self.bias)
+        if self.training:
+            q, step = training_weight(self.weight, p)
+            bias = self.bias
+        else:
+            q, step, bias = self._deployed()
+        linear = adc_linear(x.unsqueeze(-1), q, p, straight_through=self.training).squeeze(-1) if p.adc else None
+        z = (F.linear(x, q) if linear is None else linear) * step
+        return z if bias is None else z + bias
 
 
 class _CellModule(nn.Module):
@@ -341,6 +419,7 @@ class SpikingNetwork(nn.Module):
         c, h, w = arch.input_shape
         width = arch.channels
         self.stem = _ConvBN(c, width, 3)
+        self.stem.analog_input = arch.encoding == "direct"
         self.cell_a = _CellModule(arch.cell_a, width, make_lif, "cell_a")
         self.reduce_lif = make_lif()
         self.reduce = nn.Sequential(_ConvBN(width, 2 * width, 3), nn.AvgPool2d(2))
@@ -351,13 +430,48 @@ class SpikingNetwork(nn.Module):
         self.fc_hidden: nn.Linear | None = None
         self.hidden_lif: LIF | None = None
         if arch.hidden_features:
-            self.fc_hidden = nn.Linear(flat, arch.hidden_features, bias=False)
+            self.fc_hidden = _Linear(flat, arch.hidden_features, bias=False)
             self.hidden_lif = make_lif()
             flat = arch.hidden_features
-        self.fc_out = nn.Linear(flat, arch.num_classes)
+        self.fc_out = _Linear(flat, arch.num_classes)
         self.readout = snntorch.Leaky(beta=arch.beta, reset_mechanism="none", init_hidden=False)
         self._rates: dict[str, list[float]] | None = None
+        self.precision: Precision | None = None
         self.to(memory_format=memory_format)  # type: ignore[call-overload]  # missing from the stubs
+
+    # -- precision --------------------------------------------------------------------------------
+
+    def set_precision(self, precision: Precision | None) -> SpikingNetwork:
+        """Simulate ``precision`` in every crossbar layer from now on (None: float32); returns self.
+
+        See :mod:`hasnas_optuna.quantization` for what is simulated. In training mode the weights
+        are fake-quantised (straight-through); in evaluation mode each layer computes with the
+        integers the chip stores, folded and quantised from the current weights.
+        """
+        self.precision = precision
+        for module in self.crossbar_layers().values():
+            module.precision = precision
+        return self
+
+    def crossbar_layers(self) -> dict[str, _Quantized]:
+        """The crossbar-mapped layers by cost-model layer name (``stem``, ``cell_a.e0.conv3x3``, ...)."""
+        out: dict[str, _Quantized] = {"stem": self.stem}
+        for cell in (self.cell_a, self.cell_b):
+            for _, _, op, key in cell.forward_edges + cell.backward_edges:
+                if op in KERNELS:
+                    out[key] = cast(_Quantized, cell.ops[_key(key)])
+            if cell is self.cell_a:
+                out["reduce"] = cast(_Quantized, self.reduce[0])
+        if self.fc_hidden is not None:
+            out["fc_hidden"] = cast(_Quantized, self.fc_hidden)
+        out["fc_out"] = cast(_Quantized, self.fc_out)
+        return out
+
+    def deployed_layers(self) -> dict[str, DeployedLayer]:
+        """What the chip stores per crossbar layer (needs a precision with ``weight_bits``)."""
+        if self.precision is None or self.precision.weight_bits is None:
+            raise ValueError("the network has no weight precision: call set_precision first")
+        return {name: module._deployed() for name, module in self.crossbar_layers().items()}
 
     # -- spike-rate recording ---------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class PruneOnValidation(pl.Callback):
         self.monitor = monitor
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.monitor not in trainer.callback_metrics:
             return
         epoch = trainer.current_epoch
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
@@ -141,6 +141,7 @@ class HasnasObjective:
         if len(config.objectives) == 1 and training.pruner != "none":
             callbacks.append(PruneOnValidation(trial))
         modules: list[SNNClassifier] = []
+        precision = training.precision(chip)  # the trial's chip: the same knobs the cost model reads
         logger = (trial_logger(self.artifact_dir, trial.study.study_name, trial.number)
                   if self.artifact_dir is not None else False)
         try:
@@ -148,7 +149,8 @@ class HasnasObjective:
                 arch, self.datamodule, epochs=training.epochs, lr=training.lr,
                 weight_decay=training.weight_decay, accelerator=training.accelerator, callbacks=callbacks,
                 progress_bar=training.progress_bar, seed=config.seed + trial.number, logger=logger,
-                on_module=modules.append, compile=training.compile,
+                on_module=modules.append, compile=training.compile, precision=precision,
+                adc=training.adc_aware if isinstance(training.adc_aware, str) else False,
             )
         except optuna.TrialPruned:
             pruned = set_budget_constraints(trial, config.budgets, prior)
@@ -164,6 +166,10 @@ class HasnasObjective:
             "test_accuracy": result.test_accuracy,
             "spike_rates": {layer.name: rate for layer, rate in zip(network.layers, result.spike_rates, strict=True)},
             "train_seconds": result.seconds, "history": result.history,
+            "precision": None if precision is None else precision.replace(adc=False).to_dict(),
+            **({} if result.ideal_val_accuracy is None else {
+                "ideal_adc_val_accuracy": result.ideal_val_accuracy,
+                "ideal_adc_test_accuracy": result.ideal_test_accuracy}),
         })
         final = set_budget_constraints(trial, config.budgets, measured)
         if watch is not None and watch.stopped_energy is not None:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from hasnas_optuna._errors import HasnasError
 from hasnas_optuna.architecture import Architecture
 from hasnas_optuna.network import SpikingNetwork, build_network, release_neurons
+from hasnas_optuna.quantization import Precision
 
 __all__ = ["EnergyWatch", "SNNClassifier", "TrainingResult", "TrialFailed", "train_architecture"]
 
@@ -41,13 +42,15 @@ class SNNClassifier(pl.LightningModule):
         lr: Adam learning rate (SNNs on small data like large ones: snn.md section 3.3).
         weight_decay: Adam weight decay.
         epochs: Length of the cosine schedule.
+        precision: The chip's precision to train and evaluate with (:mod:`hasnas_optuna.quantization`);
+            None trains in float32.
     """
 
     def __init__(self, architecture: Architecture, *, lr: float = 2e-2, weight_decay: float = 0.0,
-                 epochs: int = 10) -> None:
+                 epochs: int = 10, precision: Precision | None = None) -> None:
         super().__init__()
         self.architecture = architecture
-        self.network: SpikingNetwork = build_network(architecture)
+        self.network: SpikingNetwork = build_network(architecture).set_precision(precision)
         self.lr = lr
         self.weight_decay = weight_decay
         self.epochs = epochs
@@ -107,7 +110,10 @@ class SNNClassifier(pl.LightningModule):
         self.network.start_recording()
 
     def on_validation_epoch_end(self) -> None:
-        self.spike_rates = self.network.stop_recording()
+        rates = self.network.stop_recording()
+        if self.trainer.state.fn != "fit":
+            return  # an extra evaluation after training (trainer.validate): keep what training measured
+        self.spike_rates = rates
         if not self.trainer.sanity_checking:
             metrics = self.trainer.callback_metrics
             self.history.append({
@@ -156,7 +162,7 @@ class EnergyWatch(pl.Callback):
         self.last_energy: float | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not isinstance(pl_module, SNNClassifier):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not isinstance(pl_module, SNNClassifier):
             return
         self.last_energy = self.estimate(pl_module.measured_rates())
         if trainer.current_epoch + 1 >= self.min_epochs and self.last_energy > self.budget * (1 + self.margin):
@@ -174,6 +180,10 @@ class TrainingResult:
     epochs: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    ideal_val_accuracy: float | None = None
+    ideal_test_accuracy: float | None = None
+    """With ADC simulation (``adc``): the same trained network's accuracies with an ideal ADC
+    (``val_accuracy`` and ``test_accuracy`` are then those through the simulated ADC)."""
 
 
 def train_architecture(
@@ -191,8 +201,16 @@ def train_architecture(
     logger: Any = False,
     on_module: Callable[[SNNClassifier], None] | None = None,
     compile: bool = False,
+    precision: Precision | None = None,
+    adc: str | bool = False,
 ) -> TrainingResult:
     """Train ``architecture`` on ``datamodule`` with one fresh Trainer; raise :class:`TrialFailed`.
+
+    ``precision`` trains with the chip's weight precision (fake-quantised, straight-through) and
+    evaluates with its stored integers; None trains in float32. ``adc``: ``"eval"`` evaluates the
+    trained network through the simulated ADCs as well, ``"train"`` also trains through them
+    (slow); both report the ideal-ADC accuracies in ``ideal_val_accuracy``/``ideal_test_accuracy``
+    and the ADC ones in ``val_accuracy``/``test_accuracy``.
 
     ``compile`` trains the network through ``torch.compile`` (in place: parameter names and the
     state dict stay the same; evaluation stays eager). It compiles anew for every architecture; on
@@ -209,8 +227,16 @@ def train_architecture(
     """
     import time
 
+    if adc not in (False, "eval", "train"):
+        raise ValueError(f"adc={adc!r} is not allowed; use one of False, 'eval', 'train'")
+    if adc and (precision is None or precision.weight_bits is None):
+        raise ValueError("ADC simulation needs a precision with weight_bits")
+    ideal = adc_on = None
+    if adc and precision is not None:
+        ideal, adc_on = precision.replace(adc=False), precision.replace(adc=True)
     pl.seed_everything(seed, workers=False, verbose=False)
-    module = SNNClassifier(architecture, lr=lr, weight_decay=weight_decay, epochs=epochs)
+    module = SNNClassifier(architecture, lr=lr, weight_decay=weight_decay, epochs=epochs,
+                           precision=adc_on if adc == "train" else (ideal or precision))
     if compile:
         module.compile_network(int(getattr(datamodule, "batch_size", 0)) or _first_batch_size(datamodule))
     if on_module is not None:
@@ -225,13 +251,27 @@ def train_architecture(
                 enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
             )
             trainer.fit(module, datamodule=datamodule)
-            val = trainer.callback_metrics.get("val_acc")
+            logged = trainer.callback_metrics.get("val_acc")
+            val: float | None = float(logged) if logged is not None else None
             rates = module.measured_rates()
             history = list(module.history)
-            test_acc = None
+            test_acc = ideal_val = ideal_test = None
             if test:
                 results = trainer.test(module, datamodule=datamodule, verbose=False)
                 test_acc = float(results[0]["test_acc"]) if results else None
+            if ideal is not None and adc_on is not None:
+                measured = {"val": val, "test": test_acc}
+                other = ideal if adc == "train" else adc_on
+                module.network.set_precision(other)
+                other_val = _accuracy(trainer.validate(module, datamodule=datamodule, verbose=False), "val_acc")
+                other_test = (_accuracy(trainer.test(module, datamodule=datamodule, verbose=False), "test_acc")
+                              if test else None)
+                module.network.set_precision(adc_on)
+                if adc == "train":
+                    ideal_val, ideal_test = other_val, other_test
+                else:
+                    ideal_val, ideal_test = measured["val"], measured["test"]
+                    val, test_acc = other_val, other_test
     except SystemExit as exc:
         # Lightning answers Ctrl-C (and SIGTERM) inside fit with sys.exit(1), which Optuna does not
         # catch: the trial would stay RUNNING. Hand it back as the interruption it is.
@@ -246,12 +286,17 @@ def train_architecture(
         release_neurons(module)
         if sigint is not None:  # Lightning ignores SIGINT after an interrupt; restore the caller's handler
             signal.signal(signal.SIGINT, sigint)
-    if val is None or not math.isfinite(float(val)):
+    if val is None or not math.isfinite(val):
         raise TrialFailed("no validation accuracy was logged (empty validation split?)")
     return TrainingResult(
-        val_accuracy=float(val), test_accuracy=test_acc, spike_rates=rates, epochs=trainer.current_epoch,
-        seconds=time.perf_counter() - start, history=history,
+        val_accuracy=val, test_accuracy=test_acc, spike_rates=rates, epochs=trainer.current_epoch,
+        seconds=time.perf_counter() - start, history=history, ideal_val_accuracy=ideal_val,
+        ideal_test_accuracy=ideal_test,
     )
+
+
+def _accuracy(results: list[Any], key: str) -> float | None:
+    return float(results[0][key]) if results and key in results[0] else None
 
 
 def _first_batch_size(datamodule: pl.LightningDataModule) -> int:

@@ -75,7 +75,8 @@ def test_search_errors_are_one_line(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip() == (
         f"hasnas search: error: {bad}: unknown key 'training.epoch'; allowed: "
-        "accelerator, compile, energy_stop_margin, epochs, lr, progress_bar, pruner, weight_decay")
+        "accelerator, adc_aware, compile, energy_stop_margin, epochs, lr, progress_bar, pruner, quantize, "
+        "weight_decay")
     assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was written
     missing = hasnas("best", "--storage", f"sqlite:///{tmp_path / 'y.db'}", "--study-name", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no SQLite file" in missing.stderr

@@ -118,7 +118,8 @@ def test_budgets_come_from_the_config_or_the_trials() -> None:
                                     "study": {"objectives": ["accuracy", "energy"]}})
     note = annotate_study(study, config=config)
     assert study_budgets(study) == ({"memory": 1000.0, "energy": 2.5}, "config")
-    assert study.user_attrs["hasnas/hardware"] == {"preset": "neurosim-22nm", "overrides": {}, "searched_knobs": False}
+    assert study.user_attrs["hasnas/hardware"] == {"preset": "neurosim-22nm", "overrides": {}, "searched_knobs": False,
+                                                   "quantize": True, "adc_aware": False}
     assert "**Best feasible trial: #0**, validation accuracy 0.900" in note
     assert "| energy | 2.5 µJ | 3 of 4 |" in note and "`neurosim-22nm`" in note
 
