@@ -121,7 +121,7 @@ def artifact_dir_for(storage: str | BaseStorage | None, artifact_dir: str | Path
     if isinstance(recorded, str):
         return Path(recorded)
     shown = masked(url) if isinstance(url, str) else type(storage).__name__
-    if isinstance(url, str) and url.startswith("sqlite:"):
+    if not isinstance(url, str) or url.startswith("sqlite:"):  # an in-memory database, or a storage object
         raise ConfigError(f"storage {shown!r} is in memory: it keeps no artifacts; give an artifact folder "
                           "(--artifact-dir DIR) or a database file")
     if study is None:

@@ -10,14 +10,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hasnas_optuna._compat import tomllib
 from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
 from hasnas_optuna.cim import METRICS, Budgets, Hardware, load_hardware
-from hasnas_optuna.data import DATASETS
-from hasnas_optuna.quantization import Precision
 from hasnas_optuna.search_space import HardwareSpace, SearchSpace
+
+if TYPE_CHECKING:  # torch-backed: a config is read (and its errors reported) before torch is imported
+    from hasnas_optuna.quantization import Precision
 
 __all__ = [
     "OBJECTIVES", "SAMPLERS", "DatasetConfig", "StudyConfig", "TrainingConfig", "load_config",
@@ -50,8 +51,9 @@ class DatasetConfig:
     max_train_samples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ConfigError(f"dataset.name={self.name!r} is not known; use one of {', '.join(DATASETS)}")
+        if self.name not in DATASET_SHAPES:
+            raise ConfigError(f"dataset.name={self.name!r} is not known{did_you_mean(self.name, DATASET_SHAPES)}; "
+                              f"use one of {', '.join(DATASET_SHAPES)}")
         _int("dataset.batch_size", self.batch_size, 1)
         if self.max_train_samples is not None:
             _int("dataset.max_train_samples", self.max_train_samples, 1)
@@ -130,6 +132,8 @@ class TrainingConfig:
         """
         if self.quantize is False:
             return None
+        from hasnas_optuna.quantization import Precision
+
         precision = Precision.from_hardware(hardware, granularity=self.granularity, adc=self.adc_aware == "train")
         if self.adc_aware:
             precision.replace(adc=True)  # validates the ADC simulation of this chip

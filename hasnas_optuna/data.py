@@ -20,13 +20,15 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.config import DATASET_SHAPES
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_DEBIAN_DIR", "CifarDataModule", "DigitsDataModule", "IdxDataModule",
     "TensorDataModule", "make_datamodule",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASETS = tuple(DATASET_SHAPES)
+"""The data sets a study can name (their shapes: :data:`hasnas_optuna.config.DATASET_SHAPES`)."""
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 """Where Debian's ``dataset-fashion-mnist`` package puts the idx files (``dpkg -L`` to check)."""
 

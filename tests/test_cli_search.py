@@ -74,7 +74,7 @@ def test_search_errors_are_one_line(tmp_path: Path) -> None:
     run = hasnas("search", str(bad), "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert run.returncode == 2
     assert run.stderr.strip() == (
-        f"hasnas search: error: {bad}: unknown key 'training.epoch'; allowed: "
+        f"hasnas search: error: {bad}: unknown key 'training.epoch' (did you mean 'epochs'?); allowed: "
         "accelerator, adc_aware, compile, energy_stop_margin, epochs, lr, progress_bar, pruner, quantize, "
         "weight_decay")
     assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was written

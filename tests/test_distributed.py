@@ -95,6 +95,7 @@ def write_config(folder: Path, text: str) -> Path:
 
 WORKER_MAIN = """
 import os, sys
+os.chdir(workdir)  # as a user's shell would: server storages keep artifacts in the working directory
 os.environ["OMP_NUM_THREADS"] = "1"
 with open(out_path, "w") as out, open(err_path, "w") as err:
     os.dup2(out.fileno(), 1)
@@ -136,7 +137,8 @@ class Worker:
         self.err = folder / f"worker{index}.err"
         argv = ["worker", str(config), "--storage", storage, "--study-name", study_name, *extra]
         self.process = context.Process(  # type: ignore[attr-defined]
-            target=exec, args=(WORKER_MAIN, {"argv": argv, "out_path": str(self.out), "err_path": str(self.err)}))
+            target=exec, args=(WORKER_MAIN, {"argv": argv, "out_path": str(self.out), "err_path": str(self.err),
+                                             "workdir": str(folder)}))
         self.process.start()
 
     def finish(self) -> None:

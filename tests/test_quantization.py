@@ -171,6 +171,7 @@ def test_lossless_adc_equals_the_convolution_and_a_coarse_one_does_not() -> None
 
 # -- training -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_8_bit_training_is_within_one_point_of_float_on_digits() -> None:
     """Mean test accuracy over three seeds (one run's trajectory alone moves it by about a point)."""
     arch = small()
@@ -251,6 +252,8 @@ def test_export_round_trip_reproduces_the_quantised_network(tmp_path: Path) -> N
     # what is stored: every weight, plus one bias per output channel of each conv and of fc_out
     biases = sum(layer.out_channels for layer in network.layers if layer.name != "fc_hidden")
     assert int(arrays["stored_numbers"]) == network.params + biases
+    # ... which is what the cost model counts as the chip's memory
+    assert int(arrays["stored_numbers"]) == network.memory_params == trial.user_attrs["cost/memory_params"]
     # the network rebuilt from the integers answers exactly what the trained one answered
     net = load_quantized_network(written["architecture"], written["weights"], written["quantized"])
     data = DigitsDataModule(seed=config.seed)
