@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from hasnas_optuna._errors import ConfigError, HasnasError
 from hasnas_optuna._malloc import keep_freed_memory
 from hasnas_optuna.architecture import OPS, Architecture, Cell
-from hasnas_optuna.sampler import HardwareAwareSampler
+from hasnas_optuna.sampler import CandidateSpace, HardwareAwareSampler
 from hasnas_optuna.search_space import (
     HardwareSpace,
     SearchSpace,
     architecture_from_params,
+    chip_with_knobs,
     hardware_from_params,
     suggest_architecture,
     suggest_hardware,
@@ -53,9 +54,11 @@ _LAZY = {
 }
 
 __all__ = [
-    "OPS", "Architecture", "Cell", "ConfigError", "DigitsDataModule", "HardwareAwareSampler", "HardwareSpace",
+    "OPS", "Architecture", "CandidateSpace", "Cell", "ConfigError", "DigitsDataModule", "HardwareAwareSampler",
+    "HardwareSpace",
     "HasnasError", "HasnasObjective", "Precision", "SNNClassifier", "SearchSpace", "SpikingNetwork", "StudyConfig",
-    "TrialFailed", "__version__", "architecture_from_params", "best_rows", "build_network", "counted_trials",
+    "TrialFailed", "__version__", "architecture_from_params", "best_rows", "build_network", "chip_with_knobs",
+    "counted_trials",
     "hardware_from_params", "keep_freed_memory", "load_config", "load_study_for_reading", "make_datamodule",
     "open_storage", "run_search", "set_budget_constraints", "suggest_architecture", "suggest_hardware",
     "train_architecture",
