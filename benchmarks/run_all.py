@@ -298,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         old = args.out.read_text(encoding="utf-8")
         if KEPT_SECTION in old:
-            kept = "\n" + old[old.index(KEPT_SECTION):]
+            start = old.index(KEPT_SECTION)
+            end = old.find("\n## ", start + len(KEPT_SECTION))  # that section alone, not what follows it
+            kept = "\n" + (old[start:] if end == -1 else old[start:end + 1])
     args.out.write_text("\n".join(lines) + kept, encoding="utf-8")
     print(f"wrote {args.out} in {total:.0f} s")
     return 1 if failed else 0
