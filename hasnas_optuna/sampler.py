@@ -11,10 +11,11 @@ storage keys and generations) and, for each trial:
    prior spike rates, and rejects it when a budget known before training is broken or when the
    same architecture (and chip) is already in the study, RUNNING trials of other workers included;
 3. after ``max_tries`` rejected proposals, falls back to uniform random proposals from the space,
-   and after ``fallback_tries`` more, **repairs** the last proposal: every width, depth and
+   and after ``fallback_tries`` more, **repairs** the last proposal with the space's ``cheapest``
+   (for :class:`~hasnas_optuna.search_space.SearchSpace`: every width, depth and
    precision knob is moved to its cheapest choice (smallest channels, hidden width and timesteps;
    most bits per cell, fewest weight and ADC bits, crossbar size unchanged) and the cheapest
-   cell ops are kept; if even that breaks a budget or is a duplicate, the proposal is handed out
+   cell ops are kept); if even that breaks a budget or is a duplicate, the proposal is handed out
    as it is and the objective's own early pruning completes it as infeasible.
 
 Given a ranked list of candidates (:meth:`HardwareAwareSampler.prefer`, used by the
