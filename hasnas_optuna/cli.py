@@ -133,7 +133,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     from hasnas_optuna.dashboard import serve_dashboard
 
     serve_dashboard(args.storage, study_name=args.study_name, artifact_dir=args.artifact_dir, port=args.port,
-                    annotate=not args.no_annotate)
+                    annotate=not args.no_annotate, allow_writes=args.allow_writes)
     return 0
 
 
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=_port, default=8080, metavar="P", help="port (default: %(default)s)")
     dashboard.add_argument("--no-annotate", action="store_true",
                            help="do not (re)write the studies' notes and Pareto plots before serving")
+    dashboard.add_argument("--allow-writes", action="store_true",
+                           help="let the browser change studies (notes, deletes); it then needs the token in the "
+                           "printed address (default: read-only)")
     dashboard.set_defaults(handler=_dashboard)
 
     report = sub.add_parser(

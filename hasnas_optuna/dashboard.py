@@ -635,6 +635,64 @@ def dashboard_app(storage: BaseStorage, *, artifact_store: Any = None) -> Any:
     return wsgi(DashboardView(storage), artifact_store=artifact_store)
 
 
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TOKEN_COOKIE = "hasnas_token"
+
+
+def guarded(app: Any, *, port: int, writable: bool = False, token: str | None = None) -> Any:
+    """Wrap a WSGI app served on 127.0.0.1:``port``: the Host header must name this machine's
+    loopback (a page elsewhere cannot reach it through DNS rebinding), and requests that change
+    data are refused unless ``writable``; then they need the ``token`` cookie, which a first
+    request with ``?token=TOKEN`` sets (HttpOnly, SameSite=Strict).
+
+    Example:
+        >>> def app(environ, start_response):
+        ...     start_response("200 OK", [])
+        ...     return [b"ok"]
+        >>> statuses = []
+        >>> wrapped = guarded(app, port=8080)
+        >>> _ = wrapped({"REQUEST_METHOD": "DELETE", "HTTP_HOST": "127.0.0.1:8080"}, lambda s, h: statuses.append(s))
+        >>> _ = wrapped({"REQUEST_METHOD": "GET", "HTTP_HOST": "evil.example:8080"}, lambda s, h: statuses.append(s))
+        >>> statuses
+        ['403 Forbidden', '403 Forbidden']
+    """
+    import hmac
+    from http.cookies import SimpleCookie
+    from urllib.parse import parse_qs
+
+    hosts = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")} | (
+        {"127.0.0.1", "localhost", "[::1]"} if port == 80 else set())
+
+    def refuse(start_response: Any, why: str) -> list[bytes]:
+        body = (why + "\n").encode()
+        start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_HOST", "") not in hosts:
+            return refuse(start_response, "host not allowed: this dashboard answers to 127.0.0.1 and localhost only")
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        given = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
+        if method not in _READ_METHODS:
+            if not writable:
+                return refuse(start_response, "this dashboard is read-only; start it with hasnas dashboard "
+                                              "--allow-writes to change studies")
+            cookie = SimpleCookie(environ.get("HTTP_COOKIE", "")).get(TOKEN_COOKIE)
+            if token is None or cookie is None or not hmac.compare_digest(cookie.value, token):
+                return refuse(start_response, "writes need the token printed when the dashboard started "
+                                              "(open its URL with ?token=...)")
+        if writable and token is not None and given and hmac.compare_digest(given, token):
+            def with_cookie(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+                headers = [*headers, ("Set-Cookie", f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")]
+                return start_response(status, headers, *exc)
+
+            return app(environ, with_cookie)
+        return app(environ, start_response)
+
+    return serve
+
+
 def serve_dashboard(
     storage: str,
     *,
@@ -642,6 +700,7 @@ def serve_dashboard(
     artifact_dir: str | Path | None = None,
     port: int = 8080,
     annotate: bool = True,
+    allow_writes: bool = False,
     out: TextIO | None = sys.stdout,
 ) -> None:
     """Serve optuna-dashboard for ``storage`` on ``http://127.0.0.1:PORT`` until interrupted.
@@ -650,7 +709,8 @@ def serve_dashboard(
     (:func:`~hasnas_optuna.artifacts.artifact_dir_for`) so trial artifacts can be previewed and
     downloaded. With ``annotate``, HASNAS studies (``study_name``, else every study made by
     ``hasnas search``) get :func:`annotate_study` first. ``port=0`` picks a free port; the first
-    line written to ``out`` holds the address.
+    line written to ``out`` holds the address. The server is read-only unless ``allow_writes``;
+    then the address carries a one-time token that writes need (:func:`guarded`).
     """
     backend = open_storage(storage, create=False)
     studies = backend.get_all_studies()
@@ -675,16 +735,21 @@ def serve_dashboard(
             if study_name is None and _CONFIG_ATTR not in summary.user_attrs:
                 continue  # not a HASNAS study: leave it alone
             annotate_study(optuna.load_study(study_name=summary.study_name, storage=backend))
+    import secrets
+
+    token = secrets.token_urlsafe(24) if allow_writes else None
     app = dashboard_app(backend, artifact_store=store)
     try:
         server = make_server("127.0.0.1", port, app, handler_class=_QuietHandler)
     except OSError as exc:
         raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    server.set_app(guarded(app, port=server.server_port, writable=allow_writes, token=token))
     page = "" if study_name is None else f"studies/{backend.get_study_id_from_name(study_name)}"
-    url = f"http://127.0.0.1:{server.server_port}/dashboard/{page}"
+    url = f"http://127.0.0.1:{server.server_port}/dashboard/{page}" + (f"?token={token}" if token else "")
     if out is not None:
         print(f"optuna-dashboard at {url} (storage {masked(storage)}; artifacts "
-              f"{str(folder) if folder is not None else 'off'}); Ctrl-C stops it", file=out, flush=True)
+              f"{str(folder) if folder is not None else 'off'}; "
+              f"{'writes allowed with this token' if token else 'read-only'}); Ctrl-C stops it", file=out, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +237,75 @@ def test_browser_shows_the_trials_table_and_the_pareto_plot(server: tuple[str, o
                           "training_curve.svg", "weights.pt"]) if trained else names == []
         assert trial["constraints"] == [study.trials[trial["number"]].constraints[n] for n in ("memory", "energy")]
     assert all(study.trials[t["number"]].user_attrs["feasible"] for t in detail["best_trials"])
+
+
+@pytest.fixture
+def started(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start ``hasnas dashboard`` with extra flags on a free port; yields (base URL, first line, storage)."""
+    procs: list[subprocess.Popen[str]] = []
+    storage, _, _ = build_study(tmp_path / "study", tmp_path_factory.getbasetemp())
+
+    def start(*flags: str) -> tuple[str, str, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "hasnas_optuna.cli", "dashboard", "--storage", storage,
+                                 "--study-name", "tiny", "--port", "0", "--no-annotate", *flags],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        base = match.group(0)
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/api/meta", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        return base, line, storage
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _request(url: str, method: str = "GET", *, host: str | None = None, cookie: str | None = None) -> int:
+    request = urllib.request.Request(url, method=method)
+    if host is not None:
+        request.add_header("Host", host)
+    if cookie is not None:
+        request.add_header("Cookie", cookie)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_dashboard_is_read_only_and_checks_the_host(started: Any) -> None:
+    base, line, storage = started()
+    study = re.search(r"/studies/(\d+)", line).group(1)  # type: ignore[union-attr]
+    assert "read-only" in line and "token" not in line
+    assert _request(f"{base}/api/studies") == 200
+    assert _request(f"{base}/api/studies", host="rebound.example") == 403  # DNS rebinding
+    for method, path in (("DELETE", f"/api/studies/{study}"), ("PUT", f"/api/studies/{study}/note"),
+                         ("POST", "/api/studies")):
+        assert _request(base + path, method) == 403, (method, path)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["tiny"]  # nothing deleted
+
+
+def test_writes_need_the_token_printed_at_start(started: Any) -> None:
+    base, line, storage = started("--allow-writes")
+    token = re.search(r"\?token=([\w-]+)", line).group(1)  # type: ignore[union-attr]
+    study = re.search(r"/studies/(\d+)", line).group(1)  # type: ignore[union-attr]
+    assert _request(f"{base}/api/studies/{study}", "DELETE") == 403
+    assert _request(f"{base}/api/studies/{study}", "DELETE", cookie="hasnas_token=guess") == 403
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(f"{base}/dashboard/?token={token}", timeout=10) as reply:  # sets the cookie
+        assert reply.status == 200
+    with opener.open(urllib.request.Request(f"{base}/api/studies/{study}", method="DELETE"), timeout=10) as reply:
+        assert reply.status == 204
+    assert optuna.get_all_study_summaries(storage) == []
