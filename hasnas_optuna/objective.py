@@ -39,7 +39,7 @@ from hasnas_optuna.cim import Budgets, CostReport, Hardware, estimate_cost
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import annotate_trial
 from hasnas_optuna.data import make_datamodule
-from hasnas_optuna.results import COST_PREFIX, PRIOR_PREFIX, cost_attrs
+from hasnas_optuna.results import COST_PREFIX, PRIOR_PREFIX, WORKER_ATTR, cost_attrs, worker_id
 from hasnas_optuna.search_space import suggest_architecture, suggest_hardware
 from hasnas_optuna.training import EnergyWatch, SNNClassifier, TrialFailed, train_architecture
 
@@ -121,7 +121,7 @@ class HasnasObjective:
         network = arch.to_network()
         prior = estimate_cost(network, chip)
         set_user_attrs(trial, {**cost_attrs(PRIOR_PREFIX, prior), "architecture": json.loads(arch.to_json()),
-                               "summary": arch.summary()})
+                               "summary": arch.summary(), WORKER_ATTR: worker_id()})
         slack = {name: value for name, _, _, value in config.budgets.check(prior)}
         if config.skip_infeasible and any(value > 0 for value in slack.values()):
             set_constraints(trial, slack)  # what set_budget_constraints(trial, budgets, prior) would set

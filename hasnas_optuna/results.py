@@ -20,12 +20,28 @@ from hasnas_optuna.cim import METRICS, CostReport, Metric
 from hasnas_optuna.storage import masked
 
 __all__ = [
-    "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "best_rows", "cost_attrs",
-    "format_best", "rows_json",
+    "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "WORKER_ATTR", "best_rows",
+    "cost_attrs", "format_best", "rows_json", "worker_id",
 ]
 
 COST_PREFIX = "cost/"
 PRIOR_PREFIX = "prior/"
+WORKER_ATTR = "worker"
+"""User attribute: ``host:pid`` of the process running the trial (a rerun fails trials of dead ones)."""
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process.
+
+    Example:
+        >>> import os
+        >>> worker_id().endswith(f":{os.getpid()}")
+        True
+    """
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _MetricView(Mapping[str, str]):

@@ -26,7 +26,7 @@ from hasnas_optuna.cim import METRICS
 from hasnas_optuna.config import StudyConfig, check_study_name
 from hasnas_optuna.dashboard import annotate_study
 from hasnas_optuna.objective import HasnasObjective, default_datamodule
-from hasnas_optuna.results import COST_ATTRS, best_rows, format_best
+from hasnas_optuna.results import COST_ATTRS, WORKER_ATTR, best_rows, format_best
 from hasnas_optuna.sampler import HardwareAwareSampler
 from hasnas_optuna.storage import DEFAULT_STORAGE, describe_storage_error, masked, open_storage
 from hasnas_optuna.training import TrialFailed
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from optuna.study._frozen import FrozenStudy
 
 __all__ = [
-    "best_rows", "counted_trials", "format_best", "make_sampler", "open_study", "requeue_interrupted", "run_search",
+    "best_rows", "counted_trials", "format_best", "make_sampler", "open_study", "reclaim_stale_trials",
+    "requeue_interrupted", "run_search",
 ]
 
 CONFIG_ATTR = "hasnas/config"
@@ -197,6 +198,10 @@ def _run(config: StudyConfig, storage: str | optuna.storages.BaseStorage, study_
                 else f"running {max(target - done, 0)} more")
         print(f"study {study.study_name!r}: {done} finished trials, {todo} "
               f"({f'at most {limit:.0f} s' if limit else 'no time limit'})", file=out)
+    stale = reclaim_stale_trials(study, config)
+    if out is not None and stale:
+        print(f"trials {', '.join(map(str, stale))} were left RUNNING by a process that is gone: failed, and "
+              "queued again", file=out)
     if worker_trials is None and done >= target:
         annotate_study(study, config=config)
         return study
@@ -330,6 +335,57 @@ def requeue_interrupted(study: optuna.Study, number: int, config: StudyConfig, *
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, copy.deepcopy(trial))
+    return True
+
+
+def reclaim_stale_trials(study: optuna.Study, config: StudyConfig, *, now: float | None = None) -> list[int]:
+    """Fail RUNNING trials whose process is gone and queue them again; returns their numbers.
+
+    A trial is stale when its ``worker`` attribute names a process on this host that no longer
+    runs (killed with SIGKILL, the machine rebooted), or when it has no ``worker`` yet (its
+    process died while the trial was being sampled, before its first heartbeat) and started more
+    than two heartbeat intervals ago (two minutes without a heartbeat). Trials of live processes
+    and of other hosts are left to them and to Optuna's heartbeat.
+    """
+    import socket
+    from datetime import datetime
+
+    host = socket.gethostname()
+    grace_s = 2 * (config.heartbeat_interval or 60)
+    now_s = now if now is not None else time.time()
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        if isinstance(owner, str) and ":" in owner:
+            owner_host, _, pid = owner.rpartition(":")
+            gone = owner_host == host and pid.isdigit() and not _alive(int(pid))
+        else:
+            started = trial.datetime_start.timestamp() if isinstance(trial.datetime_start, datetime) else now_s
+            gone = now_s - started > grace_s
+        if not gone:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "status", f"{INTERRUPTED}: its process "
+                                               f"({owner or 'unknown'}) is gone")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # another process failed or finished it meanwhile
+            continue
+        requeue_interrupted(study, trial.number, config, max_retry=config.max_retry)
+        stale.append(trial.number)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
     return True
 
 

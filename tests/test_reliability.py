@@ -131,3 +131,50 @@ def test_same_seed_same_trials_and_results() -> None:
     other = run_search(StudyConfig.from_dict({**TRAINED, "study": {**TRAINED["study"], "seed": 1}}),
                        storage="sqlite://", out=None)
     assert [t.params for t in other.trials] != [row[0] for row in first]
+
+
+@pytest.mark.slow
+def test_a_killed_search_is_resumed_by_the_same_command_at_once(tmp_path: Path) -> None:
+    # SIGKILL leaves no handler to mark the trial: the rerun sees its process is gone, fails it and retries it
+    (tmp_path / "study.toml").write_text(
+        '[study]\nname = "killed"\nn_trials = 1\npopulation_size = 2\n[budgets]\narea = 100.0\n'
+        '[space]\nchannels = [4]\nhidden_features = [0]\ntimesteps = [2]\n[training]\nepochs = 40\npruner = "none"\n'
+        '[dataset]\nmax_train_samples = 256\n'
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    command = [sys.executable, "-m", "hasnas_optuna.cli", "search", "study.toml", "--storage", storage]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not _training(storage, "killed"):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    killed = optuna.load_study(study_name="killed", storage=storage).trials[0]
+    assert killed.state == TrialState.RUNNING and killed.user_attrs["worker"].endswith(f":{process.pid}")
+    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("epochs = 40", "epochs = 1"))
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "trials 0 were left RUNNING by a process that is gone: failed, and queued again" in again.stdout
+    first, retry = optuna.load_study(study_name="killed", storage=storage).trials
+    assert first.state == TrialState.FAIL and first.user_attrs["status"].startswith("interrupted: its process")
+    assert retry.state == TrialState.COMPLETE and retry.params == first.params and retry.user_attrs["trained"]
+
+
+def test_a_trial_left_without_a_worker_is_failed_after_the_grace_period(tmp_path: Path) -> None:
+    # a process killed while its trial was being sampled: no worker attribute, no heartbeat
+    from hasnas_optuna.study import open_study, reclaim_stale_trials
+
+    config = StudyConfig.from_dict({"study": {"name": "orphan", "heartbeat_interval": 5}})
+    study = open_study(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    orphan = study.ask()
+    mine = study.ask()
+    study._storage.set_trial_user_attr(mine._trial_id, "worker", f"{os.uname().nodename}:{os.getpid()}")
+    assert reclaim_stale_trials(study, config) == []  # too recent, and a live process's
+    assert reclaim_stale_trials(study, config, now=time.time() + 11) == [orphan.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states[orphan.number] == TrialState.FAIL and states[mine.number] == TrialState.RUNNING
