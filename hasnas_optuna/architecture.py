@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hasnas_optuna._errors import ConfigError
+from hasnas_optuna._errors import ConfigError, parse_json
 from hasnas_optuna.cim import ENCODINGS, Layer, Network
 
 __all__ = ["EDGES", "OPS", "SURROGATES", "Architecture", "Cell"]
@@ -451,11 +451,9 @@ class Architecture:
     @classmethod
     def from_json(cls, text: str) -> Architecture:
         """Parse :meth:`to_json`'s text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"architecture JSON is malformed at line {exc.lineno}, column {exc.colno}: "
-                              f"{exc.msg}") from None
+        data = parse_json(text, "architecture JSON")
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"architecture JSON must be an object, got {type(data).__name__}")
         return cls.from_dict(data)
 
     def key(self) -> str:

@@ -235,7 +235,7 @@ def test_from_dict_accepts_matrix_strings_and_rejects_unknown_fields() -> None:
         Architecture.from_dict({**data, "cell_b": {"ops": []}})
     with pytest.raises(ConfigError, match=r"cell_a.edges\[5\]='conv7x7' is not an operation"):
         Architecture.from_dict({**data, "cell_a": {"edges": ["skip"] * 5 + ["conv7x7"]}})
-    with pytest.raises(ConfigError, match="malformed at line 1"):
+    with pytest.raises(ConfigError, match="malformed JSON at line 1"):
         Architecture.from_json("{")
 
 

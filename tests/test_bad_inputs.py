@@ -269,3 +269,22 @@ def test_an_in_memory_storage_is_refused_for_a_search(storage: str, tmp_path: Pa
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, "search", config(tmp_path, GOOD), "--storage", storage)
     assert code == 2 and "is an in-memory database: the search would be lost" in err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"layers": [{"type": "linear", "in_features": ' + "9" * 5000 + ', "out_features": 10}]}',
+     "JSON value out of range"),
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply to read"),
+])
+def test_pathological_json_is_one_line(text: str, message: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "net.json"
+    path.write_text(text)
+    code, err = run(capsys, "cost", str(path))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_device_as_a_hardware_file_is_refused_not_read_forever(capsys: pytest.CaptureFixture[str]) -> None:
+    network = Path(__file__).resolve().parents[1] / "examples" / "vgg-small.json"
+    code, err = run(capsys, "cost", str(network), "--hardware", "/dev/zero")
+    assert code == 2 and "hardware file '/dev/zero' is larger than 16 MiB" in err

@@ -7,14 +7,13 @@ property of that layer (``pool_after``), and so is its measured input spike rate
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from hasnas_optuna._errors import ConfigError, did_you_mean, read_user_file
+from hasnas_optuna._errors import ConfigError, did_you_mean, parse_json, read_user_file
 
 __all__ = ["ENCODINGS", "Layer", "Network", "load_network"]
 
@@ -237,16 +236,10 @@ def load_network(path: str | Path, *, allow_unknown: bool = False) -> Network | 
         >>> load_network(path).params
         640
     """
-    text = read_user_file(path, "network")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+    data = parse_json(read_user_file(path, "network"), str(path))
     if allow_unknown and not (isinstance(data, Mapping) and "layers" in data):
         return data  # another JSON document (e.g. an architecture) for the caller to interpret
-    return Network.from_dict(data)
+    return Network.from_dict(data)  # type: ignore[arg-type]  # from_dict checks the type itself
 
 
 _CONV_KEYS = {
