@@ -1,4 +1,4 @@
-"""A study report: one self-contained HTML page plus the PNG figures it shows.
+r"""A study report: one self-contained HTML page plus the PNG figures it shows.
 
 ``hasnas report --storage URL --study-name NAME --out DIR`` writes into ``DIR``:
 
@@ -9,7 +9,9 @@
 - ``progress.png``: accuracy and the best feasible accuracy so far over the search's time, and
   how many trials were trained and feasible;
 - ``report.html``: the study summary, budgets, best feasible trials, the best network's drawing
-  and per-layer table, and the four figures embedded (base64), so the page travels alone.
+  and per-layer table, and the four figures embedded (base64), so the page travels alone;
+- every figure also as ``.svg`` and ``.pdf`` (vector, for papers), and the best feasible trials
+  as ``front.csv`` and ``front.tex`` (a booktabs ``tabular`` to ``\input``).
 
 Example:
     >>> import tempfile
@@ -19,7 +21,7 @@ Example:
     ...                              system_attrs={"constraints:energy": 2.0}))
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     sorted(path.name for path in write_report(study, tmp).values())
-    ['costs.png', 'pareto.png', 'progress.png', 'report.html']
+    ['costs.png', 'front.csv', 'front.tex', 'pareto.png', 'progress.png', 'report.html']
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna._errors import ConfigError
+from hasnas_optuna.cim import METRICS
 from hasnas_optuna.dashboard import (
     COST_ATTRS,
     HARDWARE_ATTR,
@@ -44,6 +47,7 @@ from hasnas_optuna.dashboard import (
     is_feasible,
     study_budgets,
 )
+from hasnas_optuna.results import trial_row
 from hasnas_optuna.storage import masked
 
 if TYPE_CHECKING:
@@ -84,9 +88,50 @@ def _accuracy(trial: FrozenTrial) -> float | None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """The figure as PNG at ``path``, and as SVG and PDF beside it (vector, for papers)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+    fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})
     _pyplot().close(fig)
+    return path
+
+
+def _front_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    import csv
+
+    names = ["trial", "val_accuracy", "test_accuracy", *(m.key for m in METRICS.values()), "summary"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+_LATEX_SPECIAL = {**{c: "\\" + c for c in "&%$#_{}"}, "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "\\": r"\textbackslash{}"}
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def _front_tex(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    r"""A LaTeX ``tabular`` (booktabs rules) of the feasible front, ready to ``\input`` into a paper."""
+    head = ["trial", "val. acc.", "test acc.", *(f"{_latex(n)} ({_latex(m.ascii_unit)})" for n, m in METRICS.items())]
+    lines = [r"\begin{tabular}{" + "r" * len(head) + "l}", r"\toprule",
+             " & ".join([*head, "architecture"]) + r" \\", r"\midrule"]
+    for row in rows:
+        cells = [str(row["trial"])]
+        for key in ("val_accuracy", "test_accuracy"):
+            cells.append(f"{row[key]:.3f}" if isinstance(row[key], (int, float)) else "--")
+        for metric in METRICS.values():
+            value = row.get(metric.key)
+            cells.append(f"{value:.4g}" if isinstance(value, (int, float)) else "--")
+        cells.append(r"\texttt{" + _latex(str(row["summary"])) + "}")
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
@@ -340,7 +385,8 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
         rows = []
         for name, limit_value in budgets.items():
             within = sum(1 for t in complete if name in t.constraints and t.constraints[name] <= 0)
-            rows.append([html.escape(name), f"{_fmt(name, limit_value)} {UNITS[name]}", f"{within} of {len(complete)}"])
+            limit_text = f"{_fmt(name, limit_value)} {UNITS.get(name, '')}"
+            rows.append([html.escape(name), limit_text, f"{within} of {len(complete)}"])
         parts.append(_table(["budget", "limit", "complete trials within it"], rows, left=[0]))
         if source == "inferred":
             parts.append('<p class="muted">Budgets inferred from the trials\' costs and constraint values.</p>')
@@ -356,8 +402,8 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
                          f"{test:.3f}" if isinstance(test, (int, float)) else "-"]
                         + [_fmt(n, a.get(attr)) for n, attr in COST_ATTRS.items()]
                         + [f"<code>{html.escape(str(a.get('summary', '')))}</code>"])
-        parts.append(_table(["trial", "val acc", "test acc", "params", "area mm²", "latency ms", "energy µJ",
-                             "architecture"], rows, left=[7]))
+        head = ["trial", "val acc", "test acc", *(f"{name} {metric.unit}" for name, metric in METRICS.items())]
+        parts.append(_table([*head, "architecture"], rows, left=[len(head)]))
     else:
         parts.append("<p>No feasible trained trial yet.</p>")
     figures = [("pareto", "Accuracy against cost: feasible and infeasible trials"),
@@ -398,6 +444,9 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
                  + (f"Last trial finished {html.escape(stamp.strftime('%Y-%m-%d %H:%M:%S'))}." if isinstance(
                      stamp, datetime.datetime) else "") + "</p>")
     parts.append("</body></html>")
+    front = [trial_row(t) for t in best[:limit]]
+    written["front_csv"] = _front_csv(front, folder / "front.csv")
+    written["front_tex"] = _front_tex(front, folder / "front.tex")
     written["html"] = folder / "report.html"
     written["html"].write_text("\n".join(parts) + "\n", encoding="utf-8")
     return written

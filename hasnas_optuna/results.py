@@ -21,7 +21,7 @@ from hasnas_optuna.storage import masked
 
 __all__ = [
     "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "WORKER_ATTR", "best_rows",
-    "cost_attrs", "format_best", "rows_json", "worker_id",
+    "cost_attrs", "format_best", "rows_json", "trial_row", "worker_id",
 ]
 
 COST_PREFIX = "cost/"
@@ -102,17 +102,25 @@ def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
         front = {t.number for t in study.best_trials}
         trials = [t for t in trials if t.number in front]
     trials.sort(key=lambda t: (-(t.values[0] if t.values else 0.0), t.number))
-    rows = []
-    for t in trials[:limit]:
-        attrs = t.user_attrs
-        rows.append({
-            "trial": t.number, "val_accuracy": attrs.get("val_accuracy"), "test_accuracy": attrs.get("test_accuracy"),
-            "memory_params": attrs.get("cost/memory_params"), "area_mm2": attrs.get("cost/area_mm2"),
-            "latency_ms": attrs.get("cost/latency_ms"), "energy_uj": attrs.get("cost/energy_uj"),
-            "summary": attrs.get("summary", ""), "architecture": attrs.get("architecture"),
-            "params": t.params,
-        })
-    return rows
+    return [trial_row(t) for t in trials[:limit]]
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One trial as a row: number, accuracies, one column per registered metric (its key), summary.
+
+    Example:
+        >>> import optuna
+        >>> t = optuna.trial.create_trial(value=0.9, user_attrs={"val_accuracy": 0.9, "cost/energy_uj": 12.5})
+        >>> row = trial_row(t)
+        >>> row["val_accuracy"], row["energy_uj"], row["area_mm2"]
+        (0.9, 12.5, None)
+    """
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number, "val_accuracy": attrs.get("val_accuracy"), "test_accuracy": attrs.get("test_accuracy"),
+        **{metric.key: attrs.get(COST_PREFIX + metric.key) for metric in METRICS.values()},
+        "summary": attrs.get("summary", ""), "architecture": attrs.get("architecture"), "params": trial.params,
+    }
 
 
 ARCHITECTURE_COLUMNS = 100

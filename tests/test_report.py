@@ -15,7 +15,7 @@ from hasnas_optuna.artifacts import open_artifact_store
 from hasnas_optuna.cli import main
 from hasnas_optuna.config import StudyConfig
 from hasnas_optuna.dashboard import best_feasible_trials
-from hasnas_optuna.report import write_report
+from hasnas_optuna.report import _latex, write_report
 from hasnas_optuna.study import run_search
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -119,3 +119,28 @@ def test_a_hostile_cost_artifact_is_escaped(tmp_path: Path) -> None:
     assert not [tag for tag, _ in parser.tags if tag == "script"]
     assert [attrs for tag, attrs in parser.tags if tag == "img" and "onerror" in attrs] == []
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;/td&gt;&lt;script&gt;alert(3)" in page
+
+
+def test_report_writes_vector_figures_and_a_front_table(tiny: tuple[str, optuna.Study, Path],
+                                                          tmp_path: Path) -> None:
+    import csv
+
+    _, study, _ = tiny
+    written = write_report(study, tmp_path)
+    for stem in ("pareto", "costs", "progress"):
+        assert (tmp_path / f"{stem}.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+        assert (tmp_path / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    best = best_feasible_trials(study)
+    with written["front_csv"].open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["trial", "val_accuracy", "test_accuracy", "memory_params", "area_mm2", "latency_ms",
+                             "energy_uj", "summary"]
+    assert [int(r["trial"]) for r in rows] == [t.number for t in best][:10]
+    assert rows[0]["summary"] == best[0].user_attrs["summary"]
+    first = best[0]
+    assert float(rows[0]["energy_uj"]) == pytest.approx(first.user_attrs["cost/energy_uj"])
+    assert float(rows[0]["val_accuracy"]) == pytest.approx(first.user_attrs["val_accuracy"])
+    tex = written["front_tex"].read_text(encoding="utf-8")
+    assert tex.startswith(r"\begin{tabular}") and r"\toprule" in tex and tex.rstrip().endswith(r"\end{tabular}")
+    assert _latex("a_b & 50% {x} #1 $ ~^") == r"a\_b \& 50\% \{x\} \#1 \$ \textasciitilde{}\textasciicircum{}"
+    assert tex.count(r" \\") == 1 + len(rows)  # header plus one line per front trial
