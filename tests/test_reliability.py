@@ -32,21 +32,8 @@ TRAINED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_marks_the_trial_and_the_same_command_resumes(tmp_path: Path, signum: int) -> None:
-    (tmp_path / "study.toml").write_text(
-        '[study]\nname = "stop"\nn_trials = 2\npopulation_size = 2\n[budgets]\narea = 100.0\n'
-        '[space]\nchannels = [4]\nhidden_features = [0]\ntimesteps = [2]\n[training]\nepochs = 40\npruner = "none"\n'
-        '[dataset]\nmax_train_samples = 256\n'
-    )
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    command = [sys.executable, "-m", "hasnas_optuna.cli", "search", "study.toml", "--storage", storage]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+    process, storage = _search_until_training(tmp_path, "stop", n_trials=2)
     try:
-        deadline = time.monotonic() + 120
-        while not _training(storage, "stop"):  # a trial is running and has started to train
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.2)
         time.sleep(1.0)
         process.send_signal(signum)
         _, err = process.communicate(timeout=60)
@@ -63,15 +50,48 @@ def test_interrupt_marks_the_trial_and_the_same_command_resumes(tmp_path: Path, 
     assert counted_trials(study) == 0
 
     # the same command again resumes: the interrupted architecture first, then the rest
-    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("epochs = 40", "epochs = 1"))
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert again.returncode == 0, again.stderr
+    _rerun_with_one_epoch(tmp_path, storage)
     study = optuna.load_study(study_name="stop", storage=storage)
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     retry = study.trials[1]
     assert retry.system_attrs["failed_trial"] == 0 and retry.params == stopped.params
     assert retry.user_attrs["trained"] is True and counted_trials(study) == 2
+
+
+def _search_command(storage: str) -> list[str]:
+    return [sys.executable, "-m", "hasnas_optuna.cli", "search", "study.toml", "--storage", storage]
+
+
+_ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _search_until_training(tmp_path: Path, name: str, *, n_trials: int) -> tuple[subprocess.Popen[str], str]:
+    """Start ``hasnas search`` of a 40-epoch study in ``tmp_path``; return once a trial has started to train."""
+    (tmp_path / "study.toml").write_text(
+        f'[study]\nname = "{name}"\nn_trials = {n_trials}\npopulation_size = 2\n[budgets]\narea = 100.0\n'
+        '[space]\nchannels = [4]\nhidden_features = [0]\ntimesteps = [2]\n[training]\nepochs = 40\npruner = "none"\n'
+        '[dataset]\nmax_train_samples = 256\n'
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    process = subprocess.Popen(_search_command(storage), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=_ONE_THREAD)
+    deadline = time.monotonic() + 120
+    while not _training(storage, name):  # a trial is running and has started to train
+        if process.poll() is not None or time.monotonic() >= deadline:
+            process.kill()
+            pytest.fail(f"the search never started training: {process.communicate()}")
+        time.sleep(0.2)
+    return process, storage
+
+
+def _rerun_with_one_epoch(tmp_path: Path, storage: str) -> subprocess.CompletedProcess[str]:
+    """The same ``hasnas search`` command again, after cutting the study to one epoch; it must succeed."""
+    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("epochs = 40", "epochs = 1"))
+    again = subprocess.run(_search_command(storage), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env=_ONE_THREAD)
+    assert again.returncode == 0, again.stderr
+    return again
 
 
 def _training(storage: str, name: str) -> bool:
@@ -136,29 +156,15 @@ def test_same_seed_same_trials_and_results() -> None:
 @pytest.mark.slow
 def test_a_killed_search_is_resumed_by_the_same_command_at_once(tmp_path: Path) -> None:
     # SIGKILL leaves no handler to mark the trial: the rerun sees its process is gone, fails it and retries it
-    (tmp_path / "study.toml").write_text(
-        '[study]\nname = "killed"\nn_trials = 1\npopulation_size = 2\n[budgets]\narea = 100.0\n'
-        '[space]\nchannels = [4]\nhidden_features = [0]\ntimesteps = [2]\n[training]\nepochs = 40\npruner = "none"\n'
-        '[dataset]\nmax_train_samples = 256\n'
-    )
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    command = [sys.executable, "-m", "hasnas_optuna.cli", "search", "study.toml", "--storage", storage]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process, storage = _search_until_training(tmp_path, "killed", n_trials=1)
     try:
-        deadline = time.monotonic() + 120
-        while not _training(storage, "killed"):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
         process.kill()
-        process.wait(timeout=30)
+        process.communicate(timeout=30)
     finally:
         process.kill()
     killed = optuna.load_study(study_name="killed", storage=storage).trials[0]
     assert killed.state == TrialState.RUNNING and killed.user_attrs["worker"].endswith(f":{process.pid}")
-    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("epochs = 40", "epochs = 1"))
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert again.returncode == 0, again.stderr
+    again = _rerun_with_one_epoch(tmp_path, storage)
     assert "trials 0 were left RUNNING by a process that is gone: failed, and queued again" in again.stdout
     first, retry = optuna.load_study(study_name="killed", storage=storage).trials
     assert first.state == TrialState.FAIL and first.user_attrs["status"].startswith("interrupted: its process")
