@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import set_user_attrs
 from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
-from hasnas_optuna.results import COST_ATTRS, UNITS
+from hasnas_optuna.results import COST_ATTRS, UNITS, best_feasible_trials, is_feasible
 from hasnas_optuna.storage import masked, open_storage
 
 if TYPE_CHECKING:
@@ -86,19 +86,6 @@ _WARNED: list[bool] = []  # the missing-plotly warning, once per process
 def _ordered(constraints: Mapping[str, float]) -> list[str]:
     known = [name for name in _ORDER if name in constraints]
     return known + sorted(name for name in constraints if name not in _ORDER)
-
-
-def is_feasible(trial: FrozenTrial | optuna.Trial) -> bool:
-    """True when every constraint of the trial is <= 0 (a trial without constraints is feasible).
-
-    Example:
-        >>> from optuna.trial import create_trial
-        >>> is_feasible(create_trial(value=1.0, system_attrs={"constraints:area": 0.1}))
-        False
-        >>> is_feasible(create_trial(value=1.0))  # no constraints
-        True
-    """
-    return all(value <= 0 for value in trial.constraints.values())
 
 
 def trial_columns(trial: FrozenTrial | optuna.Trial) -> dict[str, float | int]:
@@ -170,32 +157,6 @@ def _accuracy(trial: FrozenTrial) -> float | None:
     if trial.user_attrs.get("trained") is False:
         return 0.0
     return None
-
-
-def best_feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, trained, complete trials, best first (by accuracy); for several objectives only
-    those on Optuna's constraint-aware Pareto front (``study.best_trials``).
-
-    The same rule as :func:`hasnas_optuna.study.best_rows`.
-
-    Example:
-        >>> from optuna.trial import create_trial
-        >>> study = optuna.create_study(direction="maximize")
-        >>> for acc, slack in [(0.9, -0.1), (0.95, 0.2), (0.8, -0.5)]:
-        ...     study.add_trial(create_trial(value=acc, user_attrs={"trained": True},
-        ...                                  system_attrs={"constraints:energy": slack}))
-        >>> [t.number for t in best_feasible_trials(study)]
-        [0, 2]
-    """
-    trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("trained") and is_feasible(t)
-    ]
-    if len(study.directions) > 1:
-        front = {t.number for t in study.best_trials}
-        trials = [t for t in trials if t.number in front]
-    trials.sort(key=lambda t: (-(t.values[0] if t.values else 0.0), t.number))
-    return trials
 
 
 def _cost_objectives(study: optuna.Study) -> list[str]:

@@ -548,7 +548,7 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
         ...
         hasnas_optuna._errors.ConfigError: trial 3 is out of range: the study has no trials
     """
-    from hasnas_optuna.dashboard import best_feasible_trials
+    from hasnas_optuna.results import best_feasible_trials
 
     trials = study.get_trials(deepcopy=False)
     if number is not None:

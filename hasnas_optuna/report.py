@@ -43,11 +43,9 @@ from hasnas_optuna.dashboard import (
     HARDWARE_ATTR,
     UNITS,
     _front,
-    best_feasible_trials,
-    is_feasible,
     study_budgets,
 )
-from hasnas_optuna.results import trial_row
+from hasnas_optuna.results import best_feasible_trials, is_feasible, trial_row
 from hasnas_optuna.storage import masked
 
 if TYPE_CHECKING:

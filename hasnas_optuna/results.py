@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hasnas_optuna.cim import METRICS, CostReport, Metric
 from hasnas_optuna.storage import masked
 
 __all__ = [
-    "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "WORKER_ATTR", "best_rows",
-    "cost_attrs", "format_best", "rows_json", "trial_row", "worker_id",
+    "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "WORKER_ATTR", "best_feasible_trials",
+    "best_rows", "cost_attrs", "format_best", "is_feasible", "rows_json", "trial_row", "worker_id",
 ]
 
 COST_PREFIX = "cost/"
@@ -92,20 +92,49 @@ def cost_attrs(prefix: str, report: CostReport) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Best feasible trials
 
-def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
-    """The best feasible trained trials: by accuracy, or the Pareto front for several objectives."""
+def is_feasible(trial: FrozenTrial | optuna.Trial) -> bool:
+    """True when every constraint of the trial is <= 0 (a trial without constraints is feasible).
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> is_feasible(create_trial(value=1.0, system_attrs={"constraints:area": 0.1}))
+        False
+        >>> is_feasible(create_trial(value=1.0))  # no constraints
+        True
+    """
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def best_feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible, trained, complete trials, best first (by accuracy); for several objectives only
+    those on Optuna's constraint-aware Pareto front (``study.best_trials``).
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> study = optuna.create_study(direction="maximize")
+        >>> for acc, slack in [(0.9, -0.1), (0.95, 0.2), (0.8, -0.5)]:
+        ...     study.add_trial(create_trial(value=acc, user_attrs={"trained": True},
+        ...                                  system_attrs={"constraints:energy": slack}))
+        >>> [t.number for t in best_feasible_trials(study)]
+        [0, 2]
+    """
     trials = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("trained") and all(v <= 0 for v in t.constraints.values())
+        if t.user_attrs.get("trained") and is_feasible(t)
     ]
     if len(study.directions) > 1:
         front = {t.number for t in study.best_trials}
         trials = [t for t in trials if t.number in front]
     trials.sort(key=lambda t: (-(t.values[0] if t.values else 0.0), t.number))
-    return [trial_row(t) for t in trials[:limit]]
+    return trials
 
 
-def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
+    """The best feasible trained trials (:func:`best_feasible_trials`) as rows (:func:`trial_row`)."""
+    return [trial_row(t) for t in best_feasible_trials(study)[:limit]]
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as a row: number, accuracies, one column per registered metric (its key), summary.
 
     Example:
