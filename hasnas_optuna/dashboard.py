@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hasnas_optuna._errors import ConfigError
 from hasnas_optuna._trial_writes import set_user_attrs
 from hasnas_optuna.artifacts import artifact_dir_for, open_artifact_store
-from hasnas_optuna.results import COST_ATTRS, UNITS, best_feasible_trials, is_feasible
+from hasnas_optuna.results import COST_ATTRS, UNITS, best_feasible_trials, format_cost, is_feasible
 from hasnas_optuna.storage import masked, open_storage
 
 if TYPE_CHECKING:
@@ -165,9 +165,7 @@ def _cost_objectives(study: optuna.Study) -> list[str]:
 
 
 def _fmt(name: str, value: float) -> str:
-    if name == "memory":
-        return f"{value:,.0f} {UNITS[name]}"
-    return f"{value:.4g} {UNITS[name]}"
+    return f"{format_cost(name, value)} {UNITS[name]}"
 
 
 # ---------------------------------------------------------------------------------------------

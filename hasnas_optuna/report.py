@@ -45,7 +45,7 @@ from hasnas_optuna.dashboard import (
     _front,
     study_budgets,
 )
-from hasnas_optuna.results import best_feasible_trials, is_feasible, trial_row
+from hasnas_optuna.results import best_feasible_trials, format_cost, is_feasible, trial_row
 from hasnas_optuna.storage import masked
 
 if TYPE_CHECKING:
@@ -305,14 +305,6 @@ th { background: #f4f4f7; } td.l, th.l { text-align: left; }
 """
 
 
-def _fmt(name: str, value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    if name == "memory":
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
@@ -383,7 +375,7 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
         rows = []
         for name, limit_value in budgets.items():
             within = sum(1 for t in complete if name in t.constraints and t.constraints[name] <= 0)
-            limit_text = f"{_fmt(name, limit_value)} {UNITS.get(name, '')}"
+            limit_text = f"{format_cost(name, limit_value)} {UNITS.get(name, '')}"
             rows.append([html.escape(name), limit_text, f"{within} of {len(complete)}"])
         parts.append(_table(["budget", "limit", "complete trials within it"], rows, left=[0]))
         if source == "inferred":
@@ -398,7 +390,7 @@ def write_report(study: optuna.Study, out: str | Path, *, artifact_store: Artifa
             test = a.get("test_accuracy")
             rows.append([str(t.number), f"{a.get('val_accuracy', 0.0):.3f}",
                          f"{test:.3f}" if isinstance(test, (int, float)) else "-"]
-                        + [_fmt(n, a.get(attr)) for n, attr in COST_ATTRS.items()]
+                        + [format_cost(n, a.get(attr)) for n, attr in COST_ATTRS.items()]
                         + [f"<code>{html.escape(str(a.get('summary', '')))}</code>"])
         head = ["trial", "val acc", "test acc", *(f"{name} {metric.unit}" for name, metric in METRICS.items())]
         parts.append(_table([*head, "architecture"], rows, left=[len(head)]))

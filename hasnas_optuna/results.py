@@ -21,7 +21,7 @@ from hasnas_optuna.storage import masked
 
 __all__ = [
     "ARCHITECTURE_COLUMNS", "COST_ATTRS", "COST_PREFIX", "PRIOR_PREFIX", "UNITS", "WORKER_ATTR", "best_feasible_trials",
-    "best_rows", "cost_attrs", "format_best", "is_feasible", "rows_json", "trial_row", "worker_id",
+    "best_rows", "cost_attrs", "format_best", "format_cost", "is_feasible", "rows_json", "trial_row", "worker_id",
 ]
 
 COST_PREFIX = "cost/"
@@ -127,6 +127,18 @@ def best_feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
         trials = [t for t in trials if t.number in front]
     trials.sort(key=lambda t: (-(t.values[0] if t.values else 0.0), t.number))
     return trials
+
+
+def format_cost(name: str, value: Any) -> str:
+    """A metric's value as text: memory with thousands separators, others to 4 significant digits.
+
+    Example:
+        >>> format_cost("memory", 1234567), format_cost("energy", 12.34567), format_cost("area", None)
+        ('1,234,567', '12.35', '-')
+    """
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:,.0f}" if name == "memory" else f"{value:.4g}"
 
 
 def best_rows(study: optuna.Study, limit: int = 10) -> list[dict[str, Any]]:
