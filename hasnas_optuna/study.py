@@ -284,17 +284,17 @@ def next_steps(study_name: str, storage: str) -> str:
     """The commands that read a finished study (the storage's password masked).
 
     Example:
-        >>> print(next_steps("digits", "postgresql://me:secret@db/hasnas"))
+        >>> print(next_steps("digits", "postgresql://u:pw@db/h"))
         next steps:
-          hasnas best      --storage postgresql://me:***@db/hasnas --study-name digits   # the table again, --json
-          hasnas report    --storage postgresql://me:***@db/hasnas --study-name digits   # figures and tables
-          hasnas export    --storage postgresql://me:***@db/hasnas --study-name digits   # the best network
-          hasnas dashboard --storage postgresql://me:***@db/hasnas --study-name digits   # watch it live
+          hasnas best      --storage postgresql://u:***@db/h --study-name digits               # the table again, --json
+          hasnas report    --storage postgresql://u:***@db/h --study-name digits --out report/ # figures and tables
+          hasnas export    --storage postgresql://u:***@db/h --study-name digits --out best/   # the best network
+          hasnas dashboard --storage postgresql://u:***@db/h --study-name digits               # watch it live
     """
     where = f"--storage {masked(storage)} --study-name {study_name}"
-    return "\n".join(["next steps:"] + [f"  hasnas {command:<9} {where}   # {what}" for command, what in (
-        ("best", "the table again, --json"), ("report", "figures and tables"), ("export", "the best network"),
-        ("dashboard", "watch it live"))])
+    return "\n".join(["next steps:"] + [f"  hasnas {command:<9} {where} {out:<13} # {what}" for command, out, what in (
+        ("best", "", "the table again, --json"), ("report", "--out report/", "figures and tables"),
+        ("export", "--out best/", "the best network"), ("dashboard", "", "watch it live"))])
 
 
 RETRY_HISTORY = "retry_history"

@@ -82,3 +82,17 @@ def test_search_errors_are_one_line(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no SQLite file" in missing.stderr
     assert not (tmp_path / "y.db").exists()
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_every_next_step_command_parses() -> None:
+    from hasnas_optuna.cli import build_parser
+    from hasnas_optuna.study import next_steps
+
+    parser = build_parser()
+    lines = next_steps("digits", "sqlite:///hasnas.db").splitlines()[1:]
+    assert len(lines) == 4
+    for line in lines:
+        words = line.split("#")[0].split()
+        assert words[0] == "hasnas"
+        args = parser.parse_args(words[1:])  # a missing required option exits here
+        assert args.study_name == "digits" and args.storage == "sqlite:///hasnas.db"
